@@ -145,7 +145,7 @@ class AdaLRSConfig:
     error_bound: float | None = None
     error_factor: float = 1.0
     error_floor: float = 0.0
-    comparable_rtol: float = 0.01
+    comparable_rtol: float = 0.05
     reference_stride: int | None = None
     max_history_windows: int = 16
     snapshot_policy: str = "windows"
@@ -749,9 +749,7 @@ class AdaLRS:
             return Action.CONTINUE
         v_new, se_new = self._val.velocity()
         l_new = self._val.mean
-        hist_y = list(self._hist_y)
-        hist_x = list(self._hist_x)
-        cands = _window_stats(hist_x, hist_y, self._k, c.stride)
+        cands = _window_stats(list(self._hist_x), list(self._hist_y), self._k, c.stride)
         mean_ref, v_ref, se_ref, _ = min(cands, key=lambda r: abs(r[0] - l_new))
         info = {
             "v_new": v_new,
@@ -765,9 +763,10 @@ class AdaLRS:
             # corner case of the paper: no window of H at a comparable loss level
             info["e"] = None
             info["corner_case"] = True
-            if l_new < min(hist_y):
+            means = [r[0] for r in cands]
+            if l_new < min(means):
                 verdict = "keep"
-            elif l_new > max(hist_y):
+            elif l_new > max(means):
                 verdict = "backtrack"
             else:
                 verdict = "inconclusive"
