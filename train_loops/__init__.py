@@ -1,0 +1,35 @@
+"""The language-model pretraining task of adalrs-ray (docs/lm_task.md).
+
+* :mod:`train_loops.data`: corpora (the standard library by default, text, Parquet), byte or BPE
+  tokenizers, token caches, packed sequences, a resumable rank-sharded sampler.
+* :mod:`train_loops.model`: randomly initialised Qwen2 presets, device and autocast helpers.
+* :mod:`train_loops.lm`: :class:`LMConfig`, :class:`LoopHooks`, :class:`LMTrainer`, :func:`run`.
+
+Names are imported lazily so ``import train_loops.data`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "LMConfig": "train_loops.lm",
+    "LMTrainer": "train_loops.lm",
+    "LoopHooks": "train_loops.lm",
+    "run": "train_loops.lm",
+    "load_lm_data": "train_loops.data",
+    "PackedSequences": "train_loops.data",
+    "ShardedBatchSampler": "train_loops.data",
+    "build_model": "train_loops.model",
+    "PRESETS": "train_loops.model",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'train_loops' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
