@@ -508,7 +508,9 @@ def summarize(
     float_cols = [c for c in float_cols if c not in ("failed_trials", "unfinished_trials")]
     out[float_cols] = out[float_cols].astype("float64")
     out["arm"] = out["arm"].astype(str)
-    out["best_trial"] = out["best_trial"].astype(object)
+    # "str": pandas 3's string dtype, so the table survives a Parquet round trip unchanged;
+    # .where keeps a missing best trial missing (pandas 2 would write the string "None")
+    out["best_trial"] = out["best_trial"].astype("str").where(out["best_trial"].notna())
     return out
 
 
@@ -632,31 +634,45 @@ def _with_breaks(x: np.ndarray, *ys: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def plot_best_so_far(df: pd.DataFrame, path: Path, summary: pd.DataFrame | None = None) -> Path:
     """Plot (a): best-so-far val_loss of each arm against its arm-cumulative compute (log x),
-    one panel per compute unit that is non-zero (steps, tokens, worker-seconds); dotted lines
-    mark the targets of ``summary``'s thresholds."""
+    one column per compute unit that is non-zero (steps, tokens, worker-seconds). With the
+    targets of ``summary`` known, a second row zooms on them (dotted lines, labelled p%)."""
     arms = list(pd.unique(df["arm"]))
     colors = _arm_colors(arms)
     units = [u for u in _UNITS if (df[f"arm_cum_{u}"] > 0).any()] or ["steps"]
-    fig, axes = _figure(len(units))
     targets = _targets_from_summary(summary)
-    for ax, u in zip(axes[0], units):
-        for arm in arms:
-            g = df[df["arm"] == arm]
-            x = g[f"arm_cum_{u}"].to_numpy(dtype=float)
-            vl = g["val_loss"].where(np.isfinite(g["val_loss"]))
-            best = vl.cummin().ffill().to_numpy(dtype=float)
-            keep = (x > 0) & np.isfinite(best)
-            if keep.any():
-                ax.plot(x[keep], best[keep], drawstyle="steps-post", color=colors[arm], label=arm)
-        for lab, target in targets:
-            ax.axhline(target, color="grey", lw=0.8, ls=":")
-            ax.annotate(lab, (1.0, target), xycoords=("axes fraction", "data"), fontsize=7,
-                        ha="right", va="bottom", color="grey")  # fmt: skip
-        ax.set_xscale("log")
-        ax.set_xlabel(f"arm-cumulative {_UNIT_LABEL[u]} (log)")
-        ax.set_ylabel("best val_loss so far")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    fig, axes = _figure(len(units), 2 if targets else 1, height=3.2)
+    curves = {}
+    for arm in arms:
+        g = df[df["arm"] == arm]
+        vl = g["val_loss"].where(np.isfinite(g["val_loss"]))
+        curves[arm] = (g, vl.cummin().ffill().to_numpy(dtype=float))
+    for r, row in enumerate(axes):
+        for ax, u in zip(row, units):
+            for arm in arms:
+                g, best = curves[arm]
+                x = g[f"arm_cum_{u}"].to_numpy(dtype=float)
+                keep = (x > 0) & np.isfinite(best)
+                if keep.any():
+                    ax.plot(x[keep], best[keep], drawstyle="steps-post", color=colors[arm],
+                            label=arm)  # fmt: skip
+            ax.set_xscale("log")
+            ax.set_xlabel(f"arm-cumulative {_UNIT_LABEL[u]} (log)")
+            ax.set_ylabel("best val_loss so far" + (" (zoom)" if r else ""))
+            ax.grid(True, which="both", alpha=0.3)
+            if r == 0:
+                continue
+            for lab, target in targets:
+                ax.axhline(target, color="grey", lw=0.8, ls=":")
+                ax.annotate(lab, (1.0, target), xycoords=("axes fraction", "data"), fontsize=7,
+                            ha="right", va="bottom", color="grey")  # fmt: skip
+            ref = float(summary["reference_loss"].iloc[0])
+            span = max(t for _, t in targets) - ref or max(abs(ref), 1.0) * 0.01
+            ax.set_ylim(ref - 0.5 * span, ref + 3.0 * span)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=8)
+    else:
+        axes[0][0].text(0.5, 0.5, "no finite val_loss", transform=axes[0][0].transAxes,
+                        ha="center")  # fmt: skip
     fig.suptitle("Best validation loss against the compute each arm spent")
     return _save(fig, path)
 
@@ -688,6 +704,30 @@ def adalrs_trials(df: pd.DataFrame, adalrs_arms: Iterable[str] | None = None) ->
     return list(pd.unique(df.loc[df["arm"].isin(arms), "trial_id"]))
 
 
+def scale_path(rows: pd.DataFrame, events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The AdaLRS scale of one trial as ``(step, scale)`` points in order of arrival, to be drawn
+    as a step function: before each report's own point ``(step, scale)`` come its events, each
+    as ``(event step, scale_before)`` and ``(event step, scale_after)`` (the jump). A NaN point
+    breaks the path where ``step`` goes backwards (a backtrack that rewound the run). Scales
+    inside an LR ramp are only seen at reports."""
+    xs: list[float] = []
+    ys: list[float] = []
+    by_row = events.groupby("row", sort=False) if len(events) else None
+    for i, (step, scale) in zip(rows.index, zip(rows["step"], rows["scale"])):
+        pts = []
+        if by_row is not None and i in by_row.groups:
+            for _, e in by_row.get_group(i).iterrows():
+                pts += [(e["step"], e["scale_before"]), (e["step"], e["scale_after"])]
+        pts.append((float(step), float(scale)))
+        for x, y in pts:
+            if xs and not math.isnan(xs[-1]) and x < xs[-1]:
+                xs.append(math.nan)
+                ys.append(math.nan)
+            xs.append(float(x))
+            ys.append(float(y))
+    return np.asarray(xs), np.asarray(ys)
+
+
 def plot_adalrs(df: pd.DataFrame, path: Path, trial_ids: Sequence[str]) -> Path:
     """Plot (b), in the manner of the paper's Fig. 2: left, the base LR ``lr0 * scale`` (or the
     scale alone when lr0 is unknown) against ``step`` for each AdaLRS trial, with kept upscales
@@ -706,12 +746,14 @@ def plot_adalrs(df: pd.DataFrame, path: Path, trial_ids: Sequence[str]) -> Path:
         c = colors[tid]
         base = float(g["lr0"].iloc[0]) if use_lr0 else 1.0
         step = g["step"].to_numpy(dtype=float)
-        lr = base * g["scale"].to_numpy(dtype=float)
-        label = f"{tid} (lr0={base:.3g})" if use_lr0 else tid
-        ax_lr.plot(*_with_breaks(step, lr), color=c, label=label)
-        ax_loss.plot(*_with_breaks(step, g["loss"].to_numpy(dtype=float)), color=c, label=tid)
-        ax_loss.plot(*_with_breaks(step, g["val_loss"].to_numpy(dtype=float)), color=c, ls=":")
         ev = events[events["trial_id"] == tid]
+        x, sc = scale_path(g, ev)
+        label = f"{tid} (lr0={base:.3g})" if use_lr0 else tid
+        ax_lr.plot(x, base * sc, color=c, drawstyle="steps-post", marker=".", ms=3, label=label)
+        for col, ls in (("loss", "-"), ("val_loss", ":")):
+            y = g[col].to_numpy(dtype=float)
+            ax_loss.plot(*_with_breaks(step, y), color=c, ls=ls, marker=".", ms=3,
+                         label=tid if col == "loss" else None)  # fmt: skip
         for kind, col, marker, color in (
             ("keep", "scale_after", "^", "tab:green"),
             ("backtrack", "tried_scale", "x", "tab:red"),
@@ -758,13 +800,14 @@ def plot_val_curves(df: pd.DataFrame, path: Path, trials: pd.DataFrame) -> Path:
             g = df[df["trial_id"] == tid]
             x, y = _with_breaks(g["step"].to_numpy(dtype=float), g["val_loss"].to_numpy(float))
             if tid in failed:
-                ax.plot(x, y, color="tab:red", ls="--", lw=1, label=f"{tid} (failed)")
+                ax.plot(x, y, color="tab:red", ls="--", lw=1, marker=".", ms=3,
+                        label=f"{tid} (failed)")  # fmt: skip
                 fin = np.isfinite(y)
                 if fin.any():
                     j = np.flatnonzero(fin)[-1]
                     ax.scatter([x[j]], [y[j]], marker="x", color="tab:red", zorder=3)
             else:
-                ax.plot(x, y, lw=1, label=tid)
+                ax.plot(x, y, lw=1, marker=".", ms=3, label=tid)
         ax.set_title(arm)
         ax.set_xlabel("step")
         ax.set_ylabel("val_loss")
@@ -1053,7 +1096,7 @@ def _build_doc(
         doc.ul(
             [
                 f"{r['outcome'].upper()}: trial {r['trial_id']} of arm {r['arm']} "
-                f"(lr0 {_fmt(r['lr0'])}, {r['reports']} reports, last step {r['final_step']}, "
+                f"(lr0 {_fmt(r['lr0'])}, reports: {r['reports']}, last step {r['final_step']}, "
                 f"status {r['status']})" + (f": {r['failure']}" if r["failure"] else "")
                 for _, r in bad.iterrows()
             ]
