@@ -98,7 +98,7 @@ _UNIT_LABEL = {"steps": "steps", "tokens": "tokens", "worker_s": "worker-s"}
 
 def threshold_label(p: float) -> str:
     """Column suffix for threshold ``p``: 0.01 -> ``"within_1pct"``, 0.005 -> ``"within_0.5pct"``."""
-    return f"within_{p * 100:g}pct"
+    return f"within_{p * 100:.10g}pct"
 
 
 # ----------------------------------------------------------------------------- validation
@@ -341,8 +341,8 @@ def _check_thresholds(thresholds: Iterable[float]) -> tuple[float, ...]:
     for p in ps:
         if not math.isfinite(p) or p < 0:
             raise ValueError(f"threshold {p!r} must be finite and >= 0 (0.01 means within 1%)")
-    if len(set(ps)) != len(ps):
-        raise ValueError(f"thresholds must be distinct, got {ps}")
+    if len({threshold_label(p) for p in ps}) != len(ps):
+        raise ValueError(f"thresholds must be distinct (to 10 significant digits), got {ps}")
     return ps
 
 
@@ -705,7 +705,10 @@ def adalrs_trials(df: pd.DataFrame, adalrs_arms: Iterable[str] | None = None) ->
 
 
 def scale_path(rows: pd.DataFrame, events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """The AdaLRS scale of one trial as ``(step, scale)`` points in order of arrival, to be drawn
+    """``rows``: one trial's rows of a :func:`validate_results` table (its index is the row
+    number :func:`iter_events` refers to); ``events``: that trial's :func:`iter_events` rows.
+
+    The AdaLRS scale of one trial as ``(step, scale)`` points in order of arrival, to be drawn
     as a step function: before each report's own point ``(step, scale)`` come its events, each
     as ``(event step, scale_before)`` and ``(event step, scale_after)`` (the jump). A NaN point
     breaks the path where ``step`` goes backwards (a backtrack that rewound the run). Scales
