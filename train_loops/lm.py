@@ -34,6 +34,7 @@ import math
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +220,8 @@ class LMConfig:
                     f"adalrs_options sets {bad!r}; it comes from LMConfig "
                     f"({'steps' if bad == 'total_steps' else 'window'})"
                 )
+        if self.adalrs:
+            self.adalrs_config()  # the controller validates its own fields
 
     @property
     def resolved_report_every(self) -> int:
@@ -232,7 +235,9 @@ class LMConfig:
         """The :class:`adalrs_ray.AdaLRSConfig` of this run (validated by the controller)."""
         from adalrs_ray.controller import AdaLRSConfig
 
-        return AdaLRSConfig(total_steps=self.steps, window=self.window, **self.adalrs_options)
+        return AdaLRSConfig.from_dict(
+            {"total_steps": self.steps, "window": self.window, **self.adalrs_options}
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -283,27 +288,10 @@ class LoopHooks:
 
 
 def _base_schedule(cfg: LMConfig, optimizer: torch.optim.Optimizer) -> Any:
-    """The base LR schedule eta_0 * f(t) as a torch LR scheduler."""
-    try:
-        from adalrs_ray.torch_binding import get_base_schedule
-    except ImportError:
-        get_base_schedule = None
-    if get_base_schedule is not None:
-        return get_base_schedule(cfg.schedule, optimizer, cfg.steps, warmup_steps=cfg.warmup_steps)
-    from transformers import (
-        get_constant_schedule_with_warmup,
-        get_cosine_schedule_with_warmup,
-        get_wsd_schedule,
-    )
+    """The base LR schedule eta_0 * f(t): a ``LambdaLR`` from the torch binding's factory."""
+    from adalrs_ray.torch_binding import get_base_schedule
 
-    if cfg.schedule == "constant":
-        return get_constant_schedule_with_warmup(optimizer, cfg.warmup_steps)
-    if cfg.schedule == "cosine":
-        return get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
-    decay = max(1, cfg.steps // 10)
-    return get_wsd_schedule(
-        optimizer, cfg.warmup_steps, decay, num_training_steps=cfg.steps, decay_type="linear"
-    )
+    return get_base_schedule(cfg.schedule, optimizer, cfg.steps, warmup_steps=cfg.warmup_steps)
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -457,6 +445,7 @@ class LMTrainer:
         self._acc = self._new_acc()
         self._loop_snapshot: dict[str, Any] | None = None
         self._last_eval: tuple[int, float] | None = None
+        self._last_ckpt_step: int | None = None
 
         if cfg.resume is not None:
             self.load_checkpoint(find_checkpoint(cfg.resume))
@@ -608,12 +597,15 @@ class LMTrainer:
             self.optimizer.zero_grad(set_to_none=True)
 
             action, events, restore_step = "continue", (), None
-            if cfg.adalrs:
-                decision = self.scheduler.step(loss_value)
-                action, events = decision.action.value, tuple(decision.events)
-                restore_step = decision.restore_step
-            else:
-                self.scheduler.step()
+            with warnings.catch_warnings():
+                if not finite:  # torch warns when a schedule steps before any optimizer.step
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
+                if cfg.adalrs:
+                    decision = self.scheduler.step(loss_value)
+                    action, events = decision.action.value, tuple(decision.events)
+                    restore_step = decision.restore_step
+                else:
+                    self.scheduler.step()
 
             dt = time.perf_counter() - t0
             self.wall_s += dt
@@ -666,7 +658,7 @@ class LMTrainer:
                     f" events {[e['kind'] for e in events]}" if events else "",
                 )
             if self._acc["steps"] >= report_every:
-                self._report(t, with_checkpoint=hooks.checkpoint_on_report)
+                self._report(t, save=hooks.checkpoint_on_report)
             elif cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
             if hooks.on_step is not None:
@@ -675,10 +667,14 @@ class LMTrainer:
             self.status = "completed"
 
         session_wall = time.perf_counter() - session_t0
-        if self._acc["steps"]:
-            self._report(self.metrics["step"][-1], with_checkpoint=False)
-        summary = self._finish(session_steps, session_wall)
-        return summary
+        final_ckpt = None
+        if self.cfg.save_final and self.steps_executed and self.step != self._last_ckpt_step:
+            final_ckpt = self.save_checkpoint()  # the state as of the last step, before reports
+        # a stopped run (Tune STOP/PAUSE, should_stop) does not report its partial window: the
+        # steps since the last report are reported by the run that resumes from final_ckpt
+        if self.status != "stopped" and self._acc["steps"]:
+            self._report(self.metrics["step"][-1], save=False, checkpoint=final_ckpt)
+        return self._finish(session_steps, session_wall)
 
     def _record(self, t, lr, scale, loss, grad_norm, action, events) -> None:
         m = self.metrics
@@ -704,7 +700,7 @@ class LMTrainer:
         self.sampler.load_state_dict(snap["sampler"])
         logger.info("rewound the step counter and data position to step %d", self.step)
 
-    def _report(self, t: int, with_checkpoint: bool) -> None:
+    def _report(self, t: int, save: bool, checkpoint: Path | None = None) -> None:
         acc = self._acc
         val = self._validate(t)
         metrics = {
@@ -719,12 +715,11 @@ class LMTrainer:
             "adalrs_events": json.dumps(acc["events"]),
         }
         self._acc = self._new_acc()
-        ckpt = None
         due = self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0
-        if with_checkpoint or due:
-            ckpt = self.save_checkpoint()
+        if checkpoint is None and (save or due):
+            checkpoint = self.save_checkpoint()
         if self.hooks.report is not None:
-            self.hooks.report(metrics, str(ckpt) if ckpt is not None else None)
+            self.hooks.report(metrics, str(checkpoint) if checkpoint is not None else None)
 
     def _finish(self, session_steps: int, session_wall: float) -> dict[str, Any]:
         final = {s: self.evaluate(s) for s in ("train", "validation", "test")}
@@ -757,8 +752,6 @@ class LMTrainer:
             "config": self.cfg.to_dict(),
         }
         if self.is_main and self.out_dir is not None:
-            if self.cfg.save_final and self.steps_executed:
-                self.save_checkpoint()
             self.write_metrics()
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         logger.info(
@@ -850,6 +843,7 @@ class LMTrainer:
             old = sorted(p for p in path.parent.glob("step-*") if not p.name.endswith(".tmp"))
             for p in old[: -self.cfg.keep_checkpoints]:
                 shutil.rmtree(p, ignore_errors=True)
+        self._last_ckpt_step = self.step
         logger.info("checkpoint at step %d: %s", self.step, path)
         return path
 
@@ -886,6 +880,7 @@ class LMTrainer:
         self._acc = state["report_acc"]
         self._loop_snapshot = state["loop_snapshot"]
         self._last_eval = tuple(state["last_eval"]) if state["last_eval"] else None
+        self._last_ckpt_step = self.step
         logger.info("resumed from %s at step %d", ckpt, self.step)
 
     def cleanup(self) -> None:
