@@ -16,7 +16,7 @@ Example::
     summary = summarize(df, baseline_steps=10_000)        # one row per arm
     paths = write_report(df, "runs/cmp/report", baseline_steps=10_000)
     build_report_from_dir("runs/cmp")                     # rebuild from results.parquet or
-                                                          # comparison_log.jsonl
+                                                          # adalrs_compute_log.jsonl
 
 Exact definitions of every column and plot: ``docs/report.md``.
 """
@@ -84,12 +84,18 @@ UNFINISHED_STATUSES = frozenset({"RUNNING", "PENDING", "PAUSED"})
 #: Final statuses that mark a trial as failed whatever its last val_loss.
 FAILED_STATUSES = frozenset({"ERROR", "FAILED"})
 
-#: File names :func:`load_results` looks for in a directory, in order of preference.
+#: File names :func:`load_results` looks for in a directory, in order of preference: the tidy
+#: table a report saved, the compute log of :class:`adalrs_ray.tune_scheduler.AdaLRSComparison`,
+#: then a compute log under the generic names.
 RESULT_FILE_NAMES: tuple[str, ...] = (
     "results.parquet",
+    "adalrs_compute_log.jsonl",
     "comparison_log.parquet",
     "comparison_log.jsonl",
 )
+#: Written by the Tune scheduler beside its compute log: ``{"trials": [{"trial_id", "status"}, ...],
+#: "total_steps": ...}``; gives the final status of each trial and the default ``baseline_steps``.
+TRIAL_STATUS_FILE = "adalrs_comparison.json"
 #: Report options saved next to the results, reused by :func:`build_report_from_dir`.
 META_FILE_NAME = "report_meta.json"
 
@@ -276,8 +282,9 @@ def trial_table(df: pd.DataFrame) -> pd.DataFrame:
     Columns: ``arm, trial_id, lr0, status`` (status of the last row), ``outcome`` (``"ok"``,
     ``"failed"`` or ``"unfinished"``), ``failure`` (why it failed, else ``""``), ``reports``,
     ``final_step``, ``final_val_loss``, ``best_val_loss`` (min finite over its reports),
-    ``final_scale``, ``final_base_lr`` (``lr0 * scale`` of the last row: the base LR the trial
-    ends with, AdaLRS multiplier included), ``steps``, ``tokens``, ``worker_s`` (its ``cum_*`` at
+    ``final_scale``, ``final_base_lr`` (``lr0 * scale`` of the last row, or ``lr_next * scale``
+    when the optional ``lr_next`` column is there: the base LR the trial ends with, AdaLRS
+    multiplier included), ``steps``, ``tokens``, ``worker_s`` (its ``cum_*`` at
     the last row) and the counts of AdaLRS events ``keep, backtrack, inconclusive,
     boundary_downscale, nonfinite_loss``.
 
@@ -317,7 +324,7 @@ def trial_table(df: pd.DataFrame) -> pd.DataFrame:
             "final_val_loss": final_vl,
             "best_val_loss": float(finite.min()) if finite.size else math.nan,
             "final_scale": float(last["scale"]),
-            "final_base_lr": float(last["lr0"]) * float(last["scale"]),
+            "final_base_lr": _base_lr(last) * float(last["scale"]),
             "steps": float(last["cum_steps"]),
             "tokens": float(last["cum_tokens"]),
             "worker_s": float(last["cum_worker_s"]),
@@ -329,6 +336,14 @@ def trial_table(df: pd.DataFrame) -> pd.DataFrame:
     for kind in _EVENT_COUNT_KINDS:
         out[kind] = out[kind].astype("int64")
     return out
+
+
+def _base_lr(row: pd.Series) -> float:
+    """The trial's base LR at this report: ``lr_next`` (the trial's config LR after the report,
+    an optional column the Tune scheduler logs; PBT changes it) when present and finite, else
+    ``lr0``."""
+    nxt = _num(row.get("lr_next"))
+    return nxt if math.isfinite(nxt) and nxt > 0 else float(row["lr0"])
 
 
 def _check_thresholds(thresholds: Iterable[float]) -> tuple[float, ...]:
@@ -421,7 +436,8 @@ def summarize(
       cumulative counter sums every trial of the arm, compute of parallel, failed and
       backtracked trials all counts. ``full_runs_to_*`` = steps_to / baseline_steps;
       ``grid_frac_to_*`` = steps_to / the grid arm's total_steps;
-    * ``found_lr``: final base LR (``lr0 * scale`` at its last report) of ``best_trial``;
+    * ``found_lr``: ``final_base_lr`` of ``best_trial`` (``lr0 * scale`` at its last report, see
+      :func:`trial_table`);
       ``grid_best_lr``; ``lr_ratio_to_grid_best`` = found_lr / grid_best_lr.
     """
     df = validate_results(df)
@@ -544,45 +560,91 @@ def normalize_log(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    last = max((n for n, line in enumerate(lines, start=1) if line.strip()), default=0)
     records = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if n == last:  # a line cut by a crash while appending: keep what is whole
+                logger.warning("%s: last line %d is not complete JSON: skipped", path, n)
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: line {n} is not valid JSON: {exc}") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}: line {n} must be a JSON object, got {line[:80]!r}")
-            if isinstance(rec.get("adalrs_events"), list):
-                rec["adalrs_events"] = json.dumps(rec["adalrs_events"], default=_json_default)
-            records.append(rec)
+            raise ValueError(f"{path}: line {n} is not valid JSON: {exc}") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}: line {n} must be a JSON object, got {line[:80]!r}")
+        if isinstance(rec.get("adalrs_events"), list):
+            rec["adalrs_events"] = json.dumps(rec["adalrs_events"], default=_json_default)
+        records.append(rec)
     return pd.DataFrame.from_records(records)
 
 
+def read_trial_status_file(directory: str | Path) -> dict[str, Any]:
+    """The Tune side's :data:`TRIAL_STATUS_FILE` in ``directory`` as a dict ({} if absent)."""
+    f = Path(directory) / TRIAL_STATUS_FILE
+    if not f.is_file():
+        return {}
+    try:
+        meta = json.loads(f.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{f} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("trials", []), list):
+        raise ValueError(f'{f} must hold a JSON object with a "trials" list')
+    return meta
+
+
+def _status_records(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"record": "status", "trial_id": str(t["trial_id"]), "status": t["status"]}
+        for t in meta.get("trials", [])
+        if isinstance(t, Mapping) and t.get("trial_id") is not None and t.get("status")
+    ]
+
+
 def find_results_file(path: str | Path) -> Path:
-    """The results file for ``path``: the file itself, or the first of
-    :data:`RESULT_FILE_NAMES` present in the directory ``path``."""
+    """The results file for ``path``: the file itself; else the first of
+    :data:`RESULT_FILE_NAMES` in the directory ``path``; else the first of them in the one
+    subdirectory of ``path`` that has any (the storage path above a Tune experiment)."""
     p = Path(path)
-    if p.is_dir():
-        for name in RESULT_FILE_NAMES:
-            if (p / name).is_file():
-                return p / name
-        raise ValueError(f"no results in directory {str(p)!r}: expected one of {RESULT_FILE_NAMES}")
-    if not p.is_file():
+    if p.is_file():
+        return p
+    if not p.is_dir():
         raise ValueError(f"results path {str(p)!r} does not exist")
-    return p
+    for folder in (p, None):
+        if folder is None:
+            subs = sorted(
+                {c.parent for name in RESULT_FILE_NAMES for c in p.glob(f"*/{name}") if c.is_file()}
+            )
+            if len(subs) > 1:
+                raise ValueError(
+                    f"{str(p)!r} holds results in several subdirectories "
+                    f"{[s.name for s in subs]}: pass one of them"
+                )
+            if not subs:
+                break
+            folder = subs[0]
+        for name in RESULT_FILE_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    raise ValueError(
+        f"no results in directory {str(p)!r} or its subdirectories: expected one of "
+        f"{list(RESULT_FILE_NAMES)}"
+    )
 
 
 def load_results(path: str | Path) -> pd.DataFrame:
     """Load and validate a results table.
 
-    ``path`` is a ``.parquet`` file, a JSON-lines file (``.jsonl``/``.json``, one report per
-    line; see :func:`normalize_log`), or a directory holding one of :data:`RESULT_FILE_NAMES`
-    (``results.parquet`` is preferred, then ``comparison_log.parquet``, then
-    ``comparison_log.jsonl``). Raises ``ValueError`` when nothing is found, the file is empty or
-    the table breaks :func:`validate_results`.
+    ``path`` is a ``.parquet`` file, a JSON-lines file (``.jsonl``, one report per line), or a
+    directory (or the directory above it) holding one of :data:`RESULT_FILE_NAMES`:
+    ``results.parquet`` (a saved tidy table, used as is) is preferred, then the compute logs
+    ``adalrs_compute_log.jsonl``, ``comparison_log.parquet``, ``comparison_log.jsonl``. A compute
+    log is completed by :func:`normalize_log`, with the final trial statuses of
+    :data:`TRIAL_STATUS_FILE` when that file sits beside it. A crash-cut last line of a JSON-lines
+    file is skipped with a warning; any other bad line, an empty file or a table that breaks
+    :func:`validate_results` raises ``ValueError``.
     """
     f = find_results_file(path)
     suffix = f.suffix.lower()
@@ -594,13 +656,23 @@ def load_results(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"results file {str(f)!r} must be .parquet or .jsonl, got {suffix!r}")
     if len(raw) == 0:
         raise ValueError(f"results file {str(f)!r} holds no reports")
+    if f.name != "results.parquet":
+        status = _status_records(read_trial_status_file(f.parent))
+        if status:
+            raw = pd.concat([raw, pd.DataFrame(status)], ignore_index=True)
     df = normalize_log(raw)
     if len(df) == 0:
         raise ValueError(f"results file {str(f)!r} holds no reports (only status records)")
     try:
         return validate_results(df)
     except ValueError as exc:
-        raise ValueError(f"{f}: {exc}") from None
+        hint = ""
+        if "status" not in df.columns:
+            hint = (
+                f" (no 'status' column and no {TRIAL_STATUS_FILE} with the trials' final status "
+                "beside it)"
+            )
+        raise ValueError(f"{f}: {exc}{hint}") from None
 
 
 # ----------------------------------------------------------------------------- plots
@@ -1290,12 +1362,14 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
 def build_report_from_dir(
     directory: str | Path, out_dir: str | Path | None = None, **options: Any
 ) -> dict[str, Path]:
-    """Rebuild the report from a saved directory.
+    """Rebuild the report from a saved directory; returns the paths of :func:`write_report`.
 
-    Looks in ``directory`` for ``results.parquet`` (a previous report), else
-    ``comparison_log.parquet``, else ``comparison_log.jsonl`` (the Tune side's compute log; see
-    :func:`load_results`), and for ``report_meta.json`` (options of :func:`write_report`;
-    ``options`` given here override it). Writes into ``out_dir`` (default: ``directory``).
+    The results come from :func:`load_results` (``results.parquet``, else the compute log
+    ``adalrs_compute_log.jsonl`` / ``comparison_log.parquet`` / ``comparison_log.jsonl``, in
+    ``directory`` or the one subdirectory that has them). The options of :func:`write_report`
+    are, by priority: ``options`` given here, then ``report_meta.json`` beside the results, then
+    ``baseline_steps`` = ``total_steps`` of :data:`TRIAL_STATUS_FILE` (the budget of one trial).
+    Writes into ``out_dir`` (default: ``directory``).
     """
     d = Path(directory)
     if not d.is_dir():
@@ -1303,8 +1377,14 @@ def build_report_from_dir(
     unknown = sorted(set(options) - set(_META_KEYS))
     if unknown:
         raise ValueError(f"unknown report option(s) {unknown}; known: {list(_META_KEYS)}")
+    folder = find_results_file(d).parent
     df = load_results(d)
-    kwargs = {**read_meta(d), **options}
+    kwargs = {**read_meta(folder), **options}
+    if kwargs.get("baseline_steps") is None:
+        total = read_trial_status_file(folder).get("total_steps")
+        if isinstance(total, (int, float)) and not isinstance(total, bool) and total > 0:
+            kwargs["baseline_steps"] = total
+            logger.info("baseline_steps = %s (total_steps of %s)", total, TRIAL_STATUS_FILE)
     return write_report(df, out_dir if out_dir is not None else d, **kwargs)
 
 
@@ -1315,9 +1395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m adalrs_ray.report",
         description="Build the AdaLRS comparison report from results.parquet or "
-        "comparison_log.jsonl in DIR.",
+        "adalrs_compute_log.jsonl (or comparison_log.jsonl) in DIR.",
     )
-    parser.add_argument("directory", help="directory with results.parquet or comparison_log.jsonl")
+    parser.add_argument("directory", help="directory with results.parquet or a compute log")
     parser.add_argument("--out", default=None, help="output directory (default: DIR)")
     parser.add_argument("--title", default=None)
     parser.add_argument("--baseline-steps", type=float, default=None,

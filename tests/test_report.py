@@ -392,7 +392,7 @@ def test_load_results_reads_a_parquet_compute_log(table, tmp_path):
     [
         (None, "no results in directory"),
         ("", "holds no reports"),
-        ('{"arm": "grid"}\nnot json\n', "line 2 is not valid JSON"),
+        ('{"arm": "grid"}\nnot json\n{"arm": "grid"}\n', "line 2 is not valid JSON"),
         ('{"record": "status", "trial_id": "x", "status": "ERROR"}\n', "only status records"),
         ('{"arm": "grid", "trial_id": "g"}\n', "missing required column"),
     ],
@@ -431,3 +431,53 @@ def test_scale_path_jumps_at_events_and_breaks_at_rewinds(table):
     expect_y = [1, 1, 3, 3, 3, 1.5, math.nan, 1.5]
     np.testing.assert_array_equal(x, expect_x)
     np.testing.assert_array_equal(y, expect_y)
+
+
+def test_lr_next_is_the_base_lr_when_logged(table):
+    df = table.copy()
+    df["lr_next"] = df["lr0"]
+    df.loc[df.index[df["trial_id"] == "s1"][-1], "lr_next"] = 6e-3  # a PBT-like mutation
+    t = trial_table(df).set_index("trial_id")
+    assert t.loc["s1", "final_base_lr"] == 6e-3
+    assert t.loc["a1", "final_base_lr"] == pytest.approx(1.5e-3)
+
+
+def _write_tune_dir(table: pd.DataFrame, folder, cut_last_line: bool = False) -> None:
+    """What AdaLRSComparison writes: adalrs_compute_log.jsonl (rows without status, with its
+    extra columns) and adalrs_comparison.json (final statuses, lower case; total_steps)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = table.drop(columns=["status"]).assign(slot=0, decision="CONTINUE", lr_next=table["lr0"])
+    lines = [json.dumps(r) for r in rows.to_dict("records")]
+    if cut_last_line:
+        lines.append(lines[0][:30])
+    (folder / "adalrs_compute_log.jsonl").write_text("\n".join(lines) + "\n")
+    final = table.groupby("trial_id", sort=False)["status"].last().str.lower()
+    trials = [{"trial_id": tid, "status": st} for tid, st in final.items()]
+    trials.append({"trial_id": "never_reported", "status": "error"})
+    meta = {"version": 1, "total_steps": 200, "trials": trials}
+    (folder / "adalrs_comparison.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("cut_last_line", [False, True])
+def test_rebuild_from_the_tune_scheduler_files(table, tmp_path, cut_last_line):
+    _write_tune_dir(table, tmp_path / "exp", cut_last_line)
+    paths = build_report_from_dir(tmp_path, tmp_path / "out")  # the storage path above exp
+    got = pd.read_parquet(paths["summary"])
+    # baseline_steps from total_steps of adalrs_comparison.json
+    pd.testing.assert_frame_equal(got, summarize(table, baseline_steps=200))
+    t = pd.read_parquet(paths["trials"]).set_index("trial_id")
+    assert t.loc["s2", "status"] == "ERROR" and t.loc["b2", "outcome"] == "unfinished"
+
+
+def test_several_result_subdirectories_raise(table, tmp_path):
+    _write_tune_dir(table, tmp_path / "exp1")
+    _write_tune_dir(table, tmp_path / "exp2")
+    with pytest.raises(ValueError, match="several subdirectories"):
+        load_results(tmp_path)
+
+
+def test_log_without_any_status_raises(table, tmp_path):
+    rows = table.drop(columns=["status"]).to_dict("records")
+    (tmp_path / "adalrs_compute_log.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(ValueError, match="no 'status' column"):
+        load_results(tmp_path)
