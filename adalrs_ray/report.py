@@ -283,8 +283,8 @@ def trial_table(df: pd.DataFrame) -> pd.DataFrame:
     ``"failed"`` or ``"unfinished"``), ``failure`` (why it failed, else ``""``), ``reports``,
     ``final_step``, ``final_val_loss``, ``best_val_loss`` (min finite over its reports),
     ``final_scale``, ``final_base_lr`` (``lr0 * scale`` of the last row, or ``lr_next * scale``
-    when the optional ``lr_next`` column is there: the base LR the trial ends with, AdaLRS
-    multiplier included), ``steps``, ``tokens``, ``worker_s`` (its ``cum_*`` at
+    when the optional ``lr_next`` column is there; a NaN scale counts as 1: the base LR the
+    trial ends with, AdaLRS multiplier included), ``steps``, ``tokens``, ``worker_s`` (its ``cum_*`` at
     the last row) and the counts of AdaLRS events ``keep, backtrack, inconclusive,
     boundary_downscale, nonfinite_loss``.
 
@@ -324,7 +324,7 @@ def trial_table(df: pd.DataFrame) -> pd.DataFrame:
             "final_val_loss": final_vl,
             "best_val_loss": float(finite.min()) if finite.size else math.nan,
             "final_scale": float(last["scale"]),
-            "final_base_lr": _base_lr(last) * float(last["scale"]),
+            "final_base_lr": _base_lr(last) * _scale_or_one(last["scale"]),
             "steps": float(last["cum_steps"]),
             "tokens": float(last["cum_tokens"]),
             "worker_s": float(last["cum_worker_s"]),
@@ -344,6 +344,11 @@ def _base_lr(row: pd.Series) -> float:
     ``lr0``."""
     nxt = _num(row.get("lr_next"))
     return nxt if math.isfinite(nxt) and nxt > 0 else float(row["lr0"])
+
+
+def _scale_or_one(scale: float) -> float:
+    """A missing (NaN) scale means no AdaLRS multiplier: 1."""
+    return float(scale) if math.isfinite(scale) else 1.0
 
 
 def _check_thresholds(thresholds: Iterable[float]) -> tuple[float, ...]:

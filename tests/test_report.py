@@ -481,3 +481,11 @@ def test_log_without_any_status_raises(table, tmp_path):
     (tmp_path / "adalrs_compute_log.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     with pytest.raises(ValueError, match="no 'status' column"):
         load_results(tmp_path)
+
+
+def test_nan_scale_counts_as_no_multiplier(table):
+    df = table.copy()
+    df.loc[df["arm"] == "grid", "scale"] = math.nan  # a trainable that does not report scale
+    s = summarize(df).set_index("arm")
+    assert s.loc["grid", "found_lr"] == 1e-2
+    assert s.loc["adalrs", "lr_ratio_to_grid_best"] == pytest.approx(0.15)
