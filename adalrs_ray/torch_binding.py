@@ -194,10 +194,16 @@ def base_schedule_lambda(name: str, total_steps: int, **kwargs: Any) -> Callable
 # --------------------------------------------------------------------------- small helpers
 
 
+def _is_dtensor(t: torch.Tensor) -> bool:
+    return hasattr(t, "device_mesh") and callable(getattr(t, "to_local", None))
+
+
 def _local(t: torch.Tensor) -> torch.Tensor:
-    """The rank-local tensor behind ``t`` (a DTensor shard under FSDP2/TP), else ``t`` itself."""
-    to_local = getattr(t, "to_local", None)
-    return to_local() if to_local is not None and hasattr(t, "device_mesh") else t
+    """The rank-local tensor behind ``t`` (its shard if a DTensor, under FSDP2/TP), else ``t``.
+
+    Shares storage with ``t``, so copying into it restores ``t`` in place. Call under no_grad.
+    """
+    return t.to_local() if _is_dtensor(t) else t
 
 
 def _freeze(value: Any) -> Any:
@@ -205,6 +211,27 @@ def _freeze(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(v) for v in value)
     return value
+
+
+def _as_dtensor_like(param: torch.Tensor, local: torch.Tensor, key: str) -> torch.Tensor:
+    """Rebuild a DTensor optimizer state from its saved shard, with ``param``'s sharding."""
+    if not _is_dtensor(param) or tuple(param.to_local().shape) != tuple(local.shape):
+        raise ValueError(
+            f"cannot rebuild the sharded optimizer state {key!r}: its shard shape "
+            f"{tuple(local.shape)} differs from its parameter's; restore into an optimizer "
+            "with the same state structure as at the snapshot"
+        )
+    from torch.distributed.tensor import DTensor
+
+    local = local.to(param.to_local().device)
+    return DTensor.from_local(
+        local,
+        param.device_mesh,
+        param.placements,
+        run_check=False,
+        shape=param.shape,
+        stride=param.stride(),
+    )
 
 
 def _set_lr(group: dict, value: float) -> None:
@@ -228,15 +255,23 @@ def _as_float(loss: Any) -> float:
 
 
 def _get_rng_state() -> dict[str, Any]:
-    """RNG states, in types ``torch.load(weights_only=True)`` accepts."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    """RNG states, in types ``torch.load(weights_only=True)`` accepts.
+
+    The Mersenne-Twister key arrays are kept as int64 tensors: copying meta stays cheap.
+    """
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": (version, torch.tensor(internal, dtype=torch.int64), gauss_next),
+    }
     try:
         import numpy as np
     except ImportError:  # pragma: no cover - numpy is a dependency of torch's usual installs
         np = None
     if np is not None:
         name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-        state["numpy"] = (name, keys.tolist(), int(pos), int(has_gauss), float(cached))
+        keys = torch.from_numpy(keys.astype(np.int64))
+        state["numpy"] = (name, keys, int(pos), int(has_gauss), float(cached))
     device_type = _accelerator_type()
     module = getattr(torch, device_type, None) if device_type else None
     if module is not None and hasattr(module, "get_rng_state_all"):
@@ -247,12 +282,14 @@ def _get_rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal.tolist()), gauss_next))
     if "numpy" in state:
         import numpy as np
 
         name, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        keys = keys.numpy().astype(np.uint32)
+        np.random.set_state((name, keys, pos, has_gauss, cached))
     if "accelerator" in state:
         device_type, states = state["accelerator"]
         module = getattr(torch, device_type, None)
@@ -499,8 +536,13 @@ class AdaLRSScheduler:
         return decision
 
     # ------------------------------------------------------------------ snapshot / restore
+    @torch.no_grad()
     def _live(self) -> tuple[list[torch.Tensor], list[tuple], list[list], int]:
-        """Flatten live state: (tensors, layout, non-tensor optimizer values, n model tensors)."""
+        """Flatten live state: (tensors, layout, non-tensor optimizer values, n model tensors).
+
+        Model (or parameter) tensors come first, then optimizer state tensors per parameter
+        index and sorted key; ``layout`` describes each entry (a picklable structure).
+        """
         tensors: list[torch.Tensor] = []
         layout: list[tuple] = []
         if self._model is not None:
@@ -531,7 +573,8 @@ class AdaLRSScheduler:
                 if isinstance(v, torch.Tensor):
                     local = _local(v)
                     tensors.append(local)
-                    layout.append(("opt", i, key, tuple(local.shape), str(local.dtype)))
+                    entry = ("opt", i, key, tuple(local.shape), str(local.dtype), _is_dtensor(v))
+                    layout.append(entry)
                 else:
                     layout.append(("opt_value", i, key))
                     values.append([i, key, v])
@@ -566,7 +609,9 @@ class AdaLRSScheduler:
                 "was cleared or lost (the controller only asks RESTORE after a SNAPSHOT)"
             )
         tensors, layout, _, n_model = self._live()
-        if self._snapshot_layout is not None and tuple(layout) == self._snapshot_layout:
+        layout = tuple(layout)
+        if self._snapshot_layout is not None and layout == self._snapshot_layout:
+            # Fast path: same structure as when saved, one copy straight into the live tensors.
             saved_step, meta = self._store.load_into(tensors)
             self._check_restored(step, restore_step, saved_step)
             self._restore_opt_values(meta)
@@ -574,8 +619,15 @@ class AdaLRSScheduler:
         else:
             saved_step, owned, meta = self._store.load()
             self._check_restored(step, restore_step, saved_step)
-            self._restore_by_load(tensors, layout, n_model, owned, meta)
-            path = "optimizer.load_state_dict (optimizer state structure changed)"
+            if _freeze(meta["layout"]) == layout:
+                with torch.no_grad():
+                    for dst, src in zip(tensors, owned):
+                        dst.copy_(src)
+                self._restore_opt_values(meta)
+                path = "in place (from owned copies)"
+            else:
+                self._restore_by_load(tensors, layout, n_model, owned, meta)
+                path = "optimizer.load_state_dict (optimizer state structure changed)"
         if self._scaler is not None and meta["scaler"]:
             self._scaler.load_state_dict(meta["scaler"])
         if self._mode == "rewind":
@@ -626,11 +678,16 @@ class AdaLRSScheduler:
         with torch.no_grad():
             for dst, src in zip(live[:n_model], owned[: meta["n_model"]]):
                 dst.copy_(src)
+        params = [p for g in self._optimizer.param_groups for p in g["params"]]
         state: dict[int, dict] = {}
         pos = meta["n_model"]
         for entry in saved_layout:
             if entry[0] == "opt":
-                state.setdefault(entry[1], {})[entry[2]] = owned[pos]
+                _, i, key, shape, _, was_dtensor = entry
+                value = owned[pos]
+                if was_dtensor:
+                    value = _as_dtensor_like(params[i], value, key)
+                state.setdefault(i, {})[key] = value
                 pos += 1
         for i, key, v in meta["opt_values"]:
             state.setdefault(i, {})[key] = v

@@ -349,6 +349,95 @@ def test_restore_falls_back_to_load_state_dict_when_optimizer_state_was_empty():
     assert all(s["step"].item() == 1 for s in opt.state.values())
 
 
+def test_restore_falls_back_to_load_state_dict_when_optimizer_state_was_reset():
+    model, opt = make_model()
+    sched = AdaLRSScheduler(
+        opt, ScriptedController({2: ("snapshot", 1.0), 5: ("restore", 1.0)}), model=model
+    )
+    saved = None
+    for t in range(6):
+        loss = train_step(model, opt, t)
+        if t == 5:
+            opt.state.clear()  # the user reset the optimizer state mid-trial
+        sched.step(loss)
+        if t == 2:
+            saved = copy.deepcopy(model.state_dict()), opt_state(opt)
+    assert_model_equal(model, saved[0])
+    assert_opt_state_equal(opt, saved[1])
+
+
+def test_restore_from_a_snapshot_another_binding_saved_is_in_place():
+    store = InMemorySnapshotStore()
+    model, opt = make_model()
+    first = AdaLRSScheduler(
+        opt, ScriptedController({1: ("snapshot", 1.0)}), model=model, store=store
+    )
+    for t in range(2):
+        first.step(train_step(model, opt, t))
+    first.close()
+    saved = copy.deepcopy(model.state_dict()), opt_state(opt)
+    train_step(model, opt, 2)
+    moments = [s["exp_avg"] for s in opt.state.values()]
+    second = AdaLRSScheduler(
+        opt, ScriptedController({0: ("restore", 1.0)}), model=model, store=store
+    )
+    second.step(0.5)
+    assert_model_equal(model, saved[0])
+    assert_opt_state_equal(opt, saved[1])
+    assert all(s["exp_avg"] is m for s, m in zip(opt.state.values(), moments))
+
+
+@pytest.fixture
+def one_rank_mesh(tmp_path):
+    dist = pytest.importorskip("torch.distributed")
+    if not dist.is_available() or dist.is_initialized():
+        pytest.skip("torch.distributed unavailable or already initialised")
+    from torch.distributed.device_mesh import DeviceMesh
+
+    store = dist.FileStore(str(tmp_path / "pg"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        yield DeviceMesh("cpu", [0])
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("reset_state", [False, True])
+def test_dtensor_model_is_restored_in_place(one_rank_mesh, reset_state):
+    """FSDP2/TP parameters are DTensors: the binding snapshots and restores their local shards
+    (and rebuilds DTensor optimizer state when it must fall back to load_state_dict)."""
+    from torch.distributed.tensor import DTensor, Replicate, distribute_module, distribute_tensor
+
+    model, _ = make_model()
+    model = distribute_module(model, one_rank_mesh)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    sched = AdaLRSScheduler(
+        opt, ScriptedController({1: ("snapshot", 1.0), 3: ("restore", 1.0)}), model=model
+    )
+    saved = moments = None
+    for t in range(4):
+        x, y = batch(t)
+        out = model(distribute_tensor(x, one_rank_mesh, [Replicate()])).full_tensor()
+        loss = (out - y).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if t == 3 and reset_state:
+            opt.state.clear()  # restore must rebuild the DTensor state via load_state_dict
+        sched.step(loss.detach())
+        if t == 1:
+            saved = {n: p.full_tensor().clone() for n, p in model.named_parameters()}
+            moments = {
+                n: opt.state[p]["exp_avg"].full_tensor().clone()
+                for n, p in model.named_parameters()
+            }
+    for n, p in model.named_parameters():
+        assert isinstance(p, DTensor)
+        assert torch.equal(p.full_tensor(), saved[n]), n
+        assert isinstance(opt.state[p]["exp_avg"], DTensor)
+        assert torch.equal(opt.state[p]["exp_avg"].full_tensor(), moments[n]), n
+
+
 def test_continue_mode_moves_step_counter_schedule_and_rng_on():
     script = {3: ("snapshot", 3.0), 7: ("restore", 1.5)}
     model, opt, sched, _ = run_with_snapshot(script, steps=8, base="cosine")
