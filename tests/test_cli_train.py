@@ -1,0 +1,167 @@
+"""``adalrs-ray train`` and ``adalrs-ray sweep``, and the sweep's velocity analysis."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from adalrs_ray import cli_train
+from adalrs_ray.cli import main
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    for i in range(120):
+        (root / f"f{i:03d}.txt").write_text("".join(f"item {i} {j} = {j * i}\n" for j in range(30)))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _common(corpus, tmp_path):
+    return ["--data", str(corpus), "--cache-dir", str(tmp_path / "cache"), "--seq-len", "32"]
+    # (batch size and eval batches are set per test)
+
+
+def test_train_writes_metrics_and_summary(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", *_common(corpus, tmp_path), "--batch-size", "4", "--eval-batches", "2"]
+    argv += [
+        "--steps",
+        "12",
+        "--lr",
+        "3e-3",
+        "--schedule",
+        "wsd",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+    assert main(argv) == 0
+    df = pd.read_parquet(out / "metrics.parquet")
+    assert {"step", "lr", "scale", "loss", "tokens", "wall_s", "event"} <= set(df.columns)
+    assert len(df) == 12
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["config"]["schedule"] == "wsd"
+    assert "completed: 12 steps" in capsys.readouterr().out
+
+
+def test_train_with_adalrs_and_options_then_resume(corpus, tmp_path):
+    out = tmp_path / "run"
+    argv = ["train", *_common(corpus, tmp_path), "--batch-size", "4", "--eval-batches", "1"]
+    argv += ["--steps", "40", "--adalrs", "--window", "3", "--adalrs-opt", "lam=0.95"]
+    argv += ["--device", "cpu", "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["adalrs_options"] == {"lam": 0.95}
+    assert summary["adalrs_events"][0]["kind"] == "search_start"
+    # resuming a finished run is a no-op that reproduces the summary
+    assert main([*argv, "--resume", str(out), "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert again["val_loss"] == summary["val_loss"] and again["steps"] == 40
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--workers", "2"], "needs the Ray Train utility"),
+        (["--address", "ray://x:1"], "needs the Ray Train utility"),
+        (["--lr", "-1"], "lr is -1.0"),
+        (["--adalrs-opt", "lam"], "KEY=VALUE"),
+        (["--data", "/nonexistent/corpus"], "does not exist"),
+    ],
+)
+def test_train_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, extra, match):
+    assert main(["train", "--quiet", "--out", str(tmp_path / "r"), *extra]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_sweep_writes_table_and_plot(corpus, tmp_path):
+    out = tmp_path / "sweep"
+    argv = ["sweep", *_common(corpus, tmp_path), "--batch-size", "4", "--eval-batches", "1"]
+    argv += ["--steps", "30", "--points", "3", "--lr-min", "1e-3", "--lr-max", "1e-1"]
+    argv += ["--slope-window", "5", "--out", str(out), "--device", "cpu", "--quiet"]
+    assert main(argv) == 0
+    df = pd.read_parquet(out / "sweep.parquet")
+    assert df["lr"].tolist() == pytest.approx([1e-3, 1e-2, 1e-1])
+    assert any(c.startswith("v@") for c in df.columns)
+    assert (out / "sweep.png").stat().st_size > 10_000
+    md = (out / "sweep.md").read_text()
+    assert "best LR by final loss" in md and "--points 3" in md
+    best = json.loads((out / "sweep.json").read_text())
+    assert best["lr_by_loss"] in df["lr"].tolist()
+    # a second call reuses the finished runs (same config) and gives the same table
+    mtime = (out / "runs" / "lr00_0.001" / "metrics.parquet").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (out / "runs" / "lr00_0.001" / "metrics.parquet").stat().st_mtime_ns == mtime
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "sweep.parquet"), df)
+
+
+@pytest.mark.parametrize(
+    "lo, hi, n, match",
+    [(1e-2, 1e-3, 3, "must be <"), (0.0, 1e-3, 3, "lr-min is 0.0"), (1e-3, 1e-2, 1, "points is 1")],
+)
+def test_lr_grid_rejects_bad_ranges(lo, hi, n, match):
+    with pytest.raises(ValueError, match=match):
+        cli_train.lr_grid(lo, hi, n)
+
+
+def test_lr_grid_is_log_spaced():
+    assert cli_train.lr_grid(1e-4, 1e-1, 4) == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1])
+
+
+def test_velocity_at_level_on_a_known_curve():
+    # loss falls 0.1 per step from 10 for 50 steps, then stays flat
+    losses = np.concatenate([10 - 0.1 * np.arange(50), np.full(50, 5.0)])
+    v, t = cli_train.velocity_at_level(losses, level=8.0, window=10)
+    assert v == pytest.approx(0.1) and t == 25  # mean of steps 15..24 is 8.05, of 16..25 7.95
+    v_never, t_never = cli_train.velocity_at_level(losses, level=1.0, window=10)
+    assert math.isnan(v_never) and math.isnan(t_never)
+
+
+def test_matched_levels_lie_inside_every_curve_start_and_the_median_minimum():
+    curves = [10 - k * np.linspace(0, 5, 100) for k in (0.5, 1.0, 1.5)]
+    levels = cli_train.matched_levels(curves, window=5, n=3)
+    assert len(levels) == 3 and levels == sorted(levels, reverse=True)
+    assert levels[0] < min(c[:5].mean() for c in curves)
+    assert levels[-1] > np.median([c[-5:].mean() for c in curves])
+
+
+def test_optima_flags_a_shared_optimum_and_ignores_diverged_runs():
+    steps = np.arange(200)
+    runs = []
+    for lr, rate, status in [
+        (1e-3, 0.005, "completed"),
+        (1e-2, 0.02, "completed"),
+        (1e-1, 0.01, "completed"),
+    ]:
+        runs.append(
+            {"lr": lr, "losses": 5 * np.exp(-rate * steps) + 1, "status": status, "val_loss": 1.0}
+        )
+    runs.append(
+        {
+            "lr": 1.0,
+            "losses": np.r_[np.full(20, 5.0), np.nan],
+            "status": "diverged",
+            "val_loss": 9.0,
+        }
+    )
+    df = cli_train.analyse_sweep(runs, window=10, n_levels=2)
+    best = cli_train.optima(df)
+    assert best["lr_by_loss"] == 1e-2
+    assert set(best["lr_by_velocity"].values()) == {1e-2}
+    assert best["shared_optimum"] is True
+    assert math.isnan(df.loc[df["lr"] == 1.0, "final_loss"].item())
