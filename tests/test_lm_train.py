@@ -281,3 +281,39 @@ def test_data_too_small_for_seq_len_is_a_clear_error(cache, tmp_path):
     t = LMTrainer(LMConfig(data=str(f), cache_dir=str(cache), seq_len=512, device="cpu"))
     with pytest.raises(ValueError, match="'validation' split .* fewer than one sequence"):
         t.setup()
+
+
+def test_bfloat16_autocast_trains(corpus, cache):
+    summary = run(_cfg(corpus, cache, steps=4, dtype="bfloat16"))
+    assert summary["status"] == "completed" and math.isfinite(summary["val_loss"])
+
+
+@pytest.mark.parametrize("preset, n", [("tiny", 148_224), ("small", 4_002_304)])
+def test_preset_parameter_counts_match_the_docs(preset, n):
+    from train_loops.model import build_model, count_parameters
+
+    assert count_parameters(build_model(preset, vocab_size=257, max_seq_len=128)) == n
+
+
+def test_model_init_is_seeded_and_leaves_the_global_rng_alone():
+    from train_loops.model import build_model
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a, b, c = (build_model("tiny", 257, 64, seed=s) for s in (0, 0, 1))
+    assert torch.equal(torch.get_rng_state(), before)
+    wa, wb, wc = (m.model.embed_tokens.weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+
+
+@pytest.mark.parametrize(
+    "device, match",
+    [("gpu", "device is 'gpu'"), ("auto:0", "device is 'auto:0'"), ("cuda", "not available")],
+)
+def test_bad_or_missing_device_is_a_clear_error(device, match):
+    from train_loops.model import resolve_device
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ValueError, match=match):
+        resolve_device(device)

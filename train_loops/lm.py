@@ -574,7 +574,7 @@ class LMTrainer:
         cfg, hooks = self.cfg, self.hooks
         report_every = cfg.resolved_report_every
         self.model.train()
-        session_t0 = time.perf_counter()
+        session_t0 = self._acc_t0 = time.perf_counter()
         session_steps = 0
         self.status = "running"
         while self.step < cfg.steps:
@@ -711,10 +711,13 @@ class LMTrainer:
             "scale": self.metrics["scale"][-1],
             "steps_done": acc["steps"],
             "tokens_done": acc["tokens"],
-            "worker_s_done": acc["wall_s"] * self.hooks.world_size,
+            # wall time since the previous report of this process (steps, evaluations,
+            # checkpoints), times the workers: the compute this report accounts for
+            "worker_s_done": (time.perf_counter() - self._acc_t0) * self.hooks.world_size,
             "adalrs_events": json.dumps(acc["events"]),
         }
         self._acc = self._new_acc()
+        self._acc_t0 = time.perf_counter()
         due = self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0
         if checkpoint is None and (save or due):
             checkpoint = self.save_checkpoint()
