@@ -184,7 +184,7 @@ class InMemorySnapshotStore(SnapshotStore):
         devices = set()
         with torch.no_grad():
             for view, t in zip(self._views, tensors):
-                view.copy_(t.detach(), non_blocking=non_blocking and t.device.type != "cpu")
+                view.copy_(t, non_blocking=non_blocking and t.device.type != "cpu")
                 devices.add(t.device)
         synchronize(devices)
         self._meta = copy.deepcopy(meta)

@@ -763,3 +763,56 @@ def test_with_the_real_controller_lr_and_backtracking_hold():
         bare.observe(t, loss)
     assert bare_scales == scales
     assert bare.events == sched.controller.events
+
+
+def test_with_the_real_controller_resume_mid_trial_matches_an_uninterrupted_run():
+    from adalrs_ray.simulator import LossSimulator
+
+    steps = 200
+    cfg = AdaLRSConfig(total_steps=steps, window=10, start_ratio=0.1, end_ratio=0.6)
+
+    def fresh():
+        model, opt = make_model()
+        base = get_base_schedule("wsd", opt, steps, warmup_steps=10)
+        sched = AdaLRSScheduler(opt, AdaLRS(cfg), base, model=model)
+        sim = LossSimulator(lr_opt=LRS[0] * 1.2, rate=0.05, noise=0.002, seed=1)
+        return model, opt, sched, sim
+
+    def run(model, opt, sched, sim, until, lrs, stop_in_trial=False):
+        while sched.last_step + 1 < until:
+            lrs.append(sched.lr)
+            train_step(model, opt, sched.last_step + 1)
+            sched.step(sim.step(lrs[-1][0]))
+            if stop_in_trial and sched.controller.in_trial:
+                return
+
+    model, opt, sched, sim = fresh()
+    uninterrupted: list = []
+    run(model, opt, sched, sim, steps, uninterrupted)
+    final = copy.deepcopy(model.state_dict())
+
+    model, opt, sched, sim = fresh()
+    resumed: list = []
+    run(model, opt, sched, sim, steps, resumed, stop_in_trial=True)
+    assert sched.controller.in_trial and sched.store.has_snapshot()
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "sched": sched.state_dict(),
+            "sim": sim.state_dict(),
+        },
+        buf,
+    )
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)
+    model, opt, sched, sim = fresh()
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["opt"])
+    sched.load_state_dict(ckpt["sched"])
+    sim.load_state_dict(ckpt["sim"])
+    run(model, opt, sched, sim, steps, resumed)
+
+    assert resumed == uninterrupted
+    assert_model_equal(model, final)
