@@ -94,7 +94,10 @@ def synchronize(devices: set[torch.device]) -> None:
             sync = getattr(module, "synchronize", None)
             if sync is None:
                 raise RuntimeError(f"cannot synchronize device {device}: no torch.{device.type}")
-            sync(device)
+            try:
+                sync(device)
+            except TypeError:  # backends whose synchronize() takes no device (mps)
+                sync()
 
 
 def _check_tensors(tensors: Any, what: str) -> list[torch.Tensor]:
@@ -145,7 +148,8 @@ class InMemorySnapshotStore(SnapshotStore):
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _signature_of(tensors: list[torch.Tensor]) -> tuple:
-        pin = any(t.device.type == _accelerator_type() for t in tensors if t.device.type != "cpu")
+        device_types = {t.device.type for t in tensors} - {"cpu"}
+        pin = bool(device_types) and _accelerator_type() in device_types
         return (pin, tuple((tuple(t.shape), t.dtype) for t in tensors))
 
     def _allocate(self, signature: tuple) -> None:

@@ -2,7 +2,7 @@
 
 AdaLRS (Dong et al., NeurIPS 2025, arXiv 2506.13274) controls one number, the multiplier
 ``scale`` on the base schedule: the effective LR of param group ``g`` at step ``t`` is
-``base_lr_g(t) * scale`` (paper Sec. 3, "LR adjustment on top of the base schedule"). The
+``base_lr_g(t) * scale``, which is why AdaLRS works with cosine, WSD or any schedule. The
 controller (:class:`adalrs_ray.AdaLRS`) decides ``scale`` and when to snapshot or backtrack
 (Algorithm 1); :class:`AdaLRSScheduler` applies those decisions to a torch optimizer.
 
@@ -150,7 +150,7 @@ def get_base_schedule(
         name: one of :data:`BASE_SCHEDULES`: ``"constant"`` (``warmup_steps``), ``"cosine"``
             (``warmup_steps``, ``min_lr_ratio``: warmup then half-cosine to ``min_lr_ratio``),
             ``"wsd"`` (``warmup_steps``, ``decay_ratio`` = 0.1, ``min_lr_ratio``: warmup, stable,
-            linear decay over the last ``decay_ratio`` of the run, paper Sec. 4).
+            linear decay over the last ``decay_ratio`` of the run, the paper's WSD).
         optimizer: the optimizer whose groups' ``lr`` are the peak LRs.
         total_steps: length of the run in optimizer steps.
         **kwargs: the schedule's options listed above; any other raises ``ValueError``.
@@ -183,7 +183,7 @@ def get_base_schedule(
 
 
 def base_schedule_lambda(name: str, total_steps: int, **kwargs: Any) -> Callable[[int], float]:
-    """The pure ``step -> factor`` function of a named base schedule (see :func:`get_base_schedule`).
+    """The pure ``step -> factor`` function of a named schedule (see :func:`get_base_schedule`).
 
     Usable as ``base=`` of :class:`AdaLRSScheduler`, or to plot or test a schedule.
     """
@@ -306,10 +306,11 @@ class AdaLRSScheduler:
     """Apply an AdaLRS controller to a torch optimizer: LR multiplier, snapshots, backtracking.
 
     The effective LR of param group ``g`` for step ``t`` is ``base_lr_g(t) * controller.scale``
-    (paper Sec. 3), so the ratios between param groups are kept. The binding derives every
-    group's LR from the base schedule and the controller before each ``optimizer.step()`` (an
-    optimizer step pre-hook) and never trusts ``group["lr"]``: an ``optimizer.load_state_dict``
-    that brings back an old LR (PyTorch issue #65342) cannot undo the multiplier.
+    (the paper's multiplier on the base schedule), so the ratios between param groups are kept.
+    The binding derives every group's LR from the base schedule and the controller before each
+    ``optimizer.step()`` (an optimizer step pre-hook) and never trusts ``group["lr"]``: an
+    ``optimizer.load_state_dict`` that brings back an old LR (PyTorch issue #65342) cannot undo
+    the multiplier.
 
     Args:
         optimizer: the optimizer to drive. Its groups' ``lr`` (or ``initial_lr``) are the base

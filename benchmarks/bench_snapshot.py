@@ -180,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         r = measure_store(STORES[name], tensors, args.repeats)
         plain = r["plain"]
         print(
-            f"plain copy_ (baseline)         {plain * 1e3:8.2f} ms  ({nbytes / plain / 1e9:.2f} GB/s)"
+            f"plain copy_ (baseline)         {plain * 1e3:8.2f} ms  "
+            f"({nbytes / plain / 1e9:.2f} GB/s)"
         )
         print(f"{name}: save                 {r['save'] * 1e3:8.2f} ms  ({r['save'] / plain:.2f}x)")
         print(
