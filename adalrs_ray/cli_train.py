@@ -179,6 +179,8 @@ def _default_out(kind: str) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from train_loops.lm import LMTrainer, LoopHooks
 
     if args.workers != 1 or args.address:
@@ -202,9 +204,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress = _Progress(cfg.steps, args.quiet, "train")
     trainer = LMTrainer(cfg, LoopHooks(on_step=progress.on_step))
     try:
-        trainer.setup()
-        progress.bar.n = trainer.step
-        summary = trainer.train()
+        with logging_redirect_tqdm():
+            trainer.setup()
+            progress.bar.n = trainer.step
+            summary = trainer.train()
     finally:
         progress.close()
         trainer.cleanup()
