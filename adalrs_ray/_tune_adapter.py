@@ -12,7 +12,7 @@ What it relies on, and why (tests/test_tune_adapter.py fails when Ray changes an
 * :func:`experiment_dir` -- the driver-side experiment directory of a trial
   (``Trial.local_experiment_path``, a DeveloperAPI property). Files written there are synced to
   the experiment's storage path by Tune.
-* :func:`was_exploited` -- a PBT exploit replaces the trial's config object
+* :func:`exploited_trials` -- a PBT exploit replaces the trial's config object
   (``Trial.set_config``) and leaves the trial PAUSED.
 """
 
@@ -33,7 +33,6 @@ CONTROLLER_API = (
     "pause_trial",
     "stop_trial",
     "_schedule_trial_save",
-    "_set_trial_status",
 )
 
 # The TrialScheduler hooks the composite scheduler forwards, with their parameter names.
@@ -87,16 +86,22 @@ def experiment_dir(trial: Any) -> str | None:
     return str(path) if path else None
 
 
-def config_token(trial: Any) -> Any:
-    """The trial's config object, kept before a scheduler decision (holding the reference keeps
-    the identity check below exact)."""
-    return trial.config
+def config_tokens(trials: Iterable[Any]) -> dict[str, Any]:
+    """The config object of each trial by id, taken before a scheduler decision (holding the
+    references keeps the identity check of :func:`exploited_trials` exact)."""
+    return {t.trial_id: t.config for t in trials}
 
 
-def was_exploited(trial: Any, token_before: Any) -> bool:
-    """True if PBT exploited ``trial`` during the decision: it paused the trial and replaced its
-    config (``Trial.set_config``) with the donor's, perturbed."""
-    return trial.status == "PAUSED" and trial.config is not token_before
+def exploited_trials(trials: Iterable[Any], tokens: dict[str, Any]) -> list[Any]:
+    """The trials PBT exploited during the decision: their config object was replaced
+    (``Trial.set_config`` with the donor's config, perturbed) and they are PAUSED. Synchronous
+    PBT exploits every bottom trial of the population when the last one reports, so this looks
+    at all of the arm's trials, not only the one that reported."""
+    return [
+        t
+        for t in trials
+        if t.trial_id in tokens and t.config is not tokens[t.trial_id] and t.status == "PAUSED"
+    ]
 
 
 def missing_controller_api(controller_cls: type | None = None) -> list[str]:

@@ -97,7 +97,6 @@ EXTRA_COLUMNS = (
     "slot",
     "metric",
     "decision",
-    "exploited",
     "lr_next",
     "time",
     "gap_s",
@@ -133,6 +132,7 @@ class _TrialInfo:
     lr0: float | None
     budget_steps: int | None
     status: str = "pending"
+    exploits: int = 0
     # live bookkeeping (not persisted: derived again from the report rows)
     reports: int = 0
     steps: float = 0.0
@@ -147,10 +147,11 @@ class _TrialInfo:
     warned: set = field(default_factory=set)
 
     def reached_budget(self) -> bool:
+        # ``step`` is the 0-based index of the last finished step (docs/design.md)
         return (
             self.budget_steps is not None
             and self.last_step is not None
-            and self.last_step >= self.budget_steps
+            and self.last_step >= self.budget_steps - 1
         )
 
     def public(self) -> dict[str, Any]:
@@ -161,6 +162,7 @@ class _TrialInfo:
             "lr0": self.lr0,
             "budget_steps": self.budget_steps,
             "status": self.status,
+            "exploits": self.exploits,
         }
 
 
@@ -229,6 +231,7 @@ class AdaLRSComparison(TrialScheduler):
         self._trials: dict[str, _TrialInfo] = {}
         self._arm_totals = {key: [0.0, 0.0, 0.0] for key in self._arms}
         self._rows: list[dict[str, Any]] = []
+        self._exploits: list[dict[str, Any]] = []
         self._t0: float | None = None
         self._log_dir = None if log_dir is None else str(log_dir)
         self._log_dir_fixed = log_dir is not None
@@ -291,6 +294,12 @@ class AdaLRSComparison(TrialScheduler):
         return compute_frame(
             self.results_table(), self._trial_records(), by, arms=self._arm_meta(), mode=self._mode
         )
+
+    def exploit_log(self) -> list[dict[str, Any]]:
+        """One record per PBT exploit: ``arm, trial_id`` (the exploited trial), ``wall_s, time,
+        step`` (its last reported step), ``lr_before, lr_after`` (its config LR),
+        ``during_result_of`` (the trial whose result triggered it)."""
+        return copy.deepcopy(self._exploits)
 
     def report_log(self) -> list[dict[str, Any]]:
         """The raw per-report log rows (the lines of ``adalrs_compute_log.jsonl``)."""
@@ -357,17 +366,21 @@ class AdaLRSComparison(TrialScheduler):
         if restart_kind in ("pause", "retry") and step is not None and info.last_step is not None:
             rewound = max(0.0, info.last_step - (step - inc[0]))
         events = result.get("adalrs_events")
-        token = adapter.config_token(trial)
+        view = self._view(info.arm, tune_controller)
+        tokens = adapter.config_tokens(view.get_trials())
+        lr_before = {tid: _config_lr(cfg) for tid, cfg in tokens.items()}
 
-        decision = self._subs[info.arm].on_trial_result(
-            self._view(info.arm, tune_controller), trial, result
-        )
-
-        exploited = adapter.was_exploited(trial, token)
         status_before = info.status
+        decision = self._subs[info.arm].on_trial_result(view, trial, result)
+
+        exploited = False
+        victims = adapter.exploited_trials(view.get_trials(), tokens)
+        for victim in victims:
+            at_step = step if victim is trial else self._trials[victim.trial_id].last_step
+            self._record_exploit(victim, lr_before.get(victim.trial_id), at_step, trial, now)
+            exploited = exploited or victim is trial
         if exploited:
-            info.pending_restart = "exploit"
-            info.status = "paused"
+            pass  # _record_exploit set the status and the pending restart
         elif decision == TrialScheduler.PAUSE or (
             decision == TrialScheduler.NOOP and trial.status == Trial.PAUSED
         ):
@@ -409,8 +422,7 @@ class AdaLRSComparison(TrialScheduler):
             "rewound_steps": rewound,
             "backtracked_steps": backtracked_steps(events),
             "decision": "EXPLOIT" if exploited else decision,
-            "exploited": exploited,
-            "lr_next": _number(trial.config.get("lr")) if isinstance(trial.config, dict) else None,
+            "lr_next": _config_lr(trial.config),
             "adalrs_events": events if isinstance(events, str) else "[]",
         }
         self._rows.append(row)
@@ -418,7 +430,7 @@ class AdaLRSComparison(TrialScheduler):
         info.last_step = step
         info.last_iteration = result.get("training_iteration")
         self._append_row(row)
-        if info.status != status_before:
+        if info.status != status_before or victims:
             self._write_meta()
         return decision
 
@@ -515,6 +527,24 @@ class AdaLRSComparison(TrialScheduler):
             )
         return 0.0
 
+    def _record_exploit(self, victim: Trial, lr_before, step, reporting: Trial, now: float) -> None:
+        info = self._info(victim)
+        info.exploits += 1
+        info.pending_restart = "exploit"
+        info.status = "paused"
+        event = {
+            "arm": info.arm,
+            "trial_id": info.trial_id,
+            "wall_s": now - (self._t0 if self._t0 is not None else now),
+            "time": now,
+            "step": step,
+            "lr_before": lr_before,
+            "lr_after": _config_lr(victim.config),
+            "during_result_of": reporting.trial_id,
+        }
+        self._exploits.append(event)
+        logger.debug("PBT exploited trial %s: %s", info.trial_id, event)
+
     def _trial_records(self) -> list[dict[str, Any]]:
         return [info.public() for info in self._trials.values()]
 
@@ -550,6 +580,7 @@ class AdaLRSComparison(TrialScheduler):
             "report_every": self._report_every,
             "arms": self._arm_meta(),
             "trials": self._trial_records(),
+            "exploits": self._exploits,
         }
         path = os.path.join(self._log_dir, COMPARISON_FILE)
         try:
@@ -592,6 +623,10 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
     return float(value)
+
+
+def _config_lr(config: Any) -> float | None:
+    return _number(config.get("lr")) if isinstance(config, Mapping) else None
 
 
 def _jsonable(value: Any) -> Any:
@@ -669,7 +704,7 @@ def compute_frame(
             "worker_s": 0.0,
             "restarts": 0,
             "restart_overhead_s": 0.0,
-            "exploits": 0,
+            "exploits": int(t.get("exploits") or 0),
             "rewound_steps": 0.0,
             "backtracked_steps": 0.0,
             "final_step": math.nan,
@@ -686,7 +721,6 @@ def compute_frame(
                 worker_s=float(g["worker_s_done"].sum()),
                 restarts=int(g["restart"].astype(bool).sum()),
                 restart_overhead_s=float(pd.to_numeric(g["restart_overhead_s"]).fillna(0).sum()),
-                exploits=int(g["exploited"].astype(bool).sum()),
                 rewound_steps=float(g["rewound_steps"].sum()),
                 backtracked_steps=float(g["backtracked_steps"].sum()),
                 final_step=g["step"].iloc[-1],
@@ -804,7 +838,7 @@ def load_comparison(path: str | os.PathLike) -> ComparisonLog:
                     logger.warning("%s line %d is not JSON: skipped", log, n)
     trials = meta.get("trials", [])
     trial_frame = pd.DataFrame(
-        trials, columns=["trial_id", "arm", "slot", "lr0", "budget_steps", "status"]
+        trials, columns=["trial_id", "arm", "slot", "lr0", "budget_steps", "status", "exploits"]
     )
     return ComparisonLog(meta=meta, trials=trial_frame, results=results_frame(rows, trials))
 

@@ -248,7 +248,7 @@ def synthetic_trainable(config: dict[str, Any]) -> None:
             continue
         reports += 1
         metrics = {
-            "step": step,
+            "step": step - 1,  # the 0-based index of the last finished step, as train_loops.lm
             "loss": sum(losses) / len(losses),
             "val_loss": sim.loss,
             "lr": lr,
@@ -276,26 +276,109 @@ def synthetic_trainable(config: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------- LM trainable
+# comparison keys the LM trainable translates; every other key must be an LMConfig field
+_COMPARISON_KEYS = ("slot", "arm", "lr", "total_steps", "report_every", "adalrs")
+# LMConfig fields the trainable owns (where it writes, what it resumes from)
+_OWNED_LM_FIELDS = ("out_dir", "resume", "init_from", "steps", "adalrs", "window")
+
+
+def lm_config_from_trial(config: Mapping[str, Any], out_dir: str):
+    """The :class:`train_loops.lm.LMConfig` of a comparison trial: ``lr`` -> ``lr``,
+    ``total_steps`` -> ``steps``, ``report_every`` -> ``report_every``, ``adalrs`` (``None`` or
+    AdaLRSConfig arguments) -> ``adalrs``/``window``/``adalrs_options``; every other key is an
+    LMConfig field shared by all trials (``preset``, ``data``, ``batch_size``, ...)."""
+    import dataclasses
+
+    from train_loops.lm import LMConfig
+
+    fields = {f.name for f in dataclasses.fields(LMConfig)}
+    unknown = sorted(k for k in config if k not in fields and k not in _COMPARISON_KEYS)
+    if unknown:
+        raise ValueError(
+            f"lm_trainable: config keys {unknown} are neither LMConfig fields nor comparison "
+            f"keys {list(_COMPARISON_KEYS)}; LMConfig fields: {sorted(fields)}"
+        )
+    owned = sorted(k for k in config if k in _OWNED_LM_FIELDS and k not in _COMPARISON_KEYS)
+    if owned:
+        raise ValueError(
+            f"lm_trainable: config sets {owned}, which the trainable fills itself (steps from "
+            "total_steps, adalrs/window from adalrs, out_dir/resume per trial)"
+        )
+    kwargs = {k: v for k, v in config.items() if k in fields}
+    adalrs = config.get("adalrs")
+    if adalrs is not None and not isinstance(adalrs, Mapping):
+        raise ValueError(f"lm_trainable: adalrs is {adalrs!r}, but must be None or a mapping")
+    options = dict(adalrs or {})
+    kwargs.update(
+        lr=config["lr"],
+        steps=config["total_steps"],
+        report_every=config["report_every"],
+        adalrs=adalrs is not None,
+        window=options.pop("window", None),
+        adalrs_options=options,
+        out_dir=out_dir,
+        keep_checkpoints=max(2, int(config.get("keep_checkpoints", 2))),
+    )
+    return LMConfig(**kwargs)
+
+
+def _rebase_lr(trainer: Any, lr: float) -> None:
+    """Make ``lr`` the base LR of a resumed LM run (PBT explore changes it between restarts;
+    the checkpoint restored the old one): the base schedule's ``base_lrs``, each group's
+    ``initial_lr`` and its current ``lr`` = lr * schedule factor."""
+    old = float(trainer.cfg.lr)
+    if lr == old:
+        return
+    if trainer.cfg.adalrs:
+        raise ValueError(
+            f"lm_trainable: the trial's lr changed from {old} to {lr} on restore, but the run "
+            "has AdaLRS on; only arms without AdaLRS (PBT) change the LR between restarts"
+        )
+    sched = trainer.scheduler  # the base LambdaLR
+    ratio = lr / old
+    sched.base_lrs = [b * ratio for b in sched.base_lrs]
+    for group in trainer.optimizer.param_groups:
+        group["initial_lr"] = float(group["initial_lr"]) * ratio
+        group["lr"] = float(group["lr"]) * ratio
+    trainer.cfg.lr = lr
+    logger.info("resumed LM run: base LR %g -> %g (explore)", old, lr)
+
+
 def lm_trainable(config: dict[str, Any]) -> None:
     """The LM task of :mod:`train_loops.lm` trained in-process inside the Tune trial.
 
     The loop calls ``report(metrics, checkpoint_dir)`` every ``report_every`` steps with the
-    metric keys of docs/design.md; this trainable forwards each call to ``tune.report`` with the
-    directory as a ``tune.Checkpoint`` and restarts from ``tune.get_checkpoint()``. The trial's
-    ``lr`` (changed by PBT between restarts) is the base LR of the run; ``adalrs`` switches
-    AdaLRS on. Every other config key is passed to the loop.
+    metric keys of docs/design.md and a checkpoint written at that step; this trainable forwards
+    each call to ``tune.report`` with the directory as a ``tune.Checkpoint`` (copied into the
+    trial's storage before the loop goes on) and restarts from ``tune.get_checkpoint()``. The
+    trial's ``lr`` (changed by PBT between restarts) is the base LR of the run; ``adalrs``
+    switches AdaLRS on. See :func:`lm_config_from_trial` for the config keys.
     """
     from ray import tune
 
-    from train_loops import lm
+    from train_loops.lm import LMTrainer, LoopHooks
 
-    reporter = TuneReporter()
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        lm.run_for_tune(config, report=reporter.report, resume_dir=None)
-        return
-    with checkpoint.as_directory() as folder:
-        lm.run_for_tune(config, report=reporter.report, resume_dir=folder)
+    work = tempfile.mkdtemp(prefix="adalrs_lm_trial_")
+    try:
+        cfg = lm_config_from_trial(config, out_dir=work)
+        reporter = TuneReporter()
+        hooks = LoopHooks(report=reporter.report, checkpoint_on_report=True)
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            trainer = LMTrainer(cfg, hooks)
+            trainer.setup()
+        else:
+            with checkpoint.as_directory() as folder:
+                cfg.resume = folder
+                trainer = LMTrainer(cfg, hooks)
+                trainer.setup()  # loads model, optimizer, schedule, data position, RNG
+            _rebase_lr(trainer, float(config["lr"]))
+        try:
+            trainer.train()
+        finally:
+            trainer.cleanup()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------- registry

@@ -206,17 +206,37 @@ def test_pbt_exploit_inside_the_comparison_keeps_the_binding():
     assert decision == TrialScheduler.NOOP and p2.status == Trial.PAUSED
     rows = sched.results_table()
     last = rows.iloc[-1]
-    assert (last["trial_id"], last["decision"], bool(last["exploited"])) == (
-        p2.trial_id,
-        "EXPLOIT",
-        True,
-    )
+    assert (last["trial_id"], last["decision"]) == (p2.trial_id, "EXPLOIT")
     assert p2.config is not None and p2.config["slot"] == p1.config["slot"]  # donor's config
     ctl.result(p2, **report(30, 2.8, 3))
-    assert sched.results_table().iloc[-1]["arm"] == "pbt"
+    after = sched.results_table().iloc[-1]
+    assert (after["arm"], after["restart_kind"]) == ("pbt", "exploit")
     table = sched.compute_table("trial").set_index("trial_id")
     assert table.loc[p2.trial_id, "exploits"] == 1
     assert table.loc[p2.trial_id, "restarts"] == 1
+
+
+def test_synchronous_pbt_exploits_of_paused_trials_are_counted():
+    """Synchronous PBT exploits the bottom trial when the *last* trial reaches the sync point,
+    so the exploited trial is not the one whose result is being processed."""
+    sched = small(arms=[get_arm("pbt", num_trials=2, perturbation_interval=1, synch=True)])
+    ctl = FakeController(sched)
+    p1, p2 = ctl.add_slots()
+    for t in (p1, p2):
+        t.set_status(Trial.RUNNING)
+    assert ctl.result(p1, **report(10, 9.0, 1)) == TrialScheduler.PAUSE  # waits for p2
+    lr_before = p1.config["lr"]
+    ctl.result(p2, **report(10, 3.0, 1))  # sync point: p1 (paused, worse) exploits p2
+    assert p1.config["slot"] == p2.config["slot"]
+    per_trial = sched.compute_table("trial").set_index("trial_id")
+    assert per_trial.loc[p1.trial_id, "exploits"] == 1
+    assert per_trial.loc[p2.trial_id, "exploits"] == 0
+    (event,) = sched.exploit_log()
+    assert (event["trial_id"], event["during_result_of"], event["lr_before"]) == (
+        p1.trial_id,
+        p2.trial_id,
+        lr_before,
+    )
 
 
 # ---------------------------------------------------------------------- choose_trial_to_run

@@ -1,0 +1,108 @@
+"""What adalrs_ray._tune_adapter relies on in Ray Tune: these tests fail when Ray changes it."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import pytest
+from ray.tune.execution.tune_controller import TuneController
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import (
+    AsyncHyperBandScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    PopulationBasedTraining,
+    TrialScheduler,
+    async_hyperband,
+    hyperband,
+    pbt,
+)
+
+from adalrs_ray import _tune_adapter as adapter
+
+SUB_SCHEDULER_MODULES = [
+    inspect.getmodule(FIFOScheduler),
+    hyperband,
+    async_hyperband,
+    pbt,
+]
+
+
+def test_tune_controller_has_every_attribute_the_sub_schedulers_use():
+    assert adapter.missing_controller_api(TuneController) == []
+
+
+@pytest.mark.parametrize("module", SUB_SCHEDULER_MODULES, ids=lambda m: m.__name__)
+def test_tune_schedulers_call_only_the_controller_api_the_view_was_checked_for(module):
+    """The filtered view forwards everything, but only CONTROLLER_API is known to exist: a
+    scheduler that starts calling something new must be looked at (does it need filtering?)."""
+    source = inspect.getsource(module)
+    assert "tune_controller" in source, "the hooks' controller parameter was renamed"
+    called = set(re.findall(r"tune_controller\.(\w+)", source))
+    assert called <= set(adapter.CONTROLLER_API), called - set(adapter.CONTROLLER_API)
+
+
+@pytest.mark.parametrize("hook, params", sorted(adapter.SCHEDULER_HOOKS.items()))
+def test_scheduler_hooks_keep_the_signatures_we_forward(hook, params):
+    sig = inspect.signature(getattr(TrialScheduler, hook))
+    names = [p for p in sig.parameters if p != "self"]
+    assert tuple(names[: len(params)]) == params
+
+
+@pytest.mark.parametrize(
+    "cls", [FIFOScheduler, HyperBandScheduler, AsyncHyperBandScheduler, PopulationBasedTraining]
+)
+def test_sub_schedulers_implement_the_forwarded_hooks(cls):
+    for hook in adapter.SCHEDULER_HOOKS:
+        assert callable(getattr(cls, hook))
+
+
+def test_pbt_exploit_replaces_the_config_object_and_pauses():
+    """exploited_trials() detects an exploit by a new config object on a PAUSED trial."""
+    source = inspect.getsource(PopulationBasedTraining._exploit)
+    assert "trial.set_config(" in source
+    assert "pause_trial(" in source
+    trial = Trial("__fake", config={"lr": 1.0}, stub=True)
+    tokens = adapter.config_tokens([trial])
+    trial.set_config({"lr": 2.0})
+    assert adapter.exploited_trials([trial], tokens) == []  # not paused: not an exploit
+    trial.set_status(Trial.PAUSED)
+    assert adapter.exploited_trials([trial], tokens) == [trial]
+
+
+def test_trial_status_names_and_experiment_path_property():
+    assert (Trial.PENDING, Trial.RUNNING, Trial.PAUSED) == ("PENDING", "RUNNING", "PAUSED")
+    assert isinstance(inspect.getattr_static(Trial, "local_experiment_path"), property)
+    assert adapter.experiment_dir(Trial("__fake", config={}, stub=True)) is None
+
+
+def test_tune_controller_passes_a_controller_with_get_trials_to_schedulers():
+    """TuneController hands schedulers either itself or its wrapper; both must list trials."""
+    source = inspect.getsource(TuneController._wrapped)
+    for name in ("get_trials", "get_live_trials", "_schedule_trial_save", "pause_trial"):
+        assert f'"{name}"' in source
+
+
+class _Ctl:
+    search_alg = "the search alg"
+
+    def __init__(self, trials):
+        self.trials = trials
+
+    def get_trials(self):
+        return list(self.trials)
+
+    def get_live_trials(self):
+        return set(self.trials)
+
+
+def test_arm_view_filters_trials_and_forwards_the_rest():
+    trials = [Trial("__fake", config={}, stub=True) for _ in range(3)]
+    members = [trials[0].trial_id, trials[2].trial_id]
+    view = adapter.ArmView(_Ctl(trials), lambda: members)
+    assert view.get_trials() == [trials[0], trials[2]]
+    assert view.get_live_trials() == {trials[0], trials[2]}
+    assert view.search_alg == "the search alg"
+    members.append(trials[1].trial_id)  # bound later: seen at the next call
+    assert view.get_trials() == trials
