@@ -152,8 +152,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", help="run directory (default runs/train-<time>)")
     p.add_argument("--resume", help="checkpoint or run directory to resume")
     p.add_argument("--init-from", help="checkpoint or run directory: weights only")
-    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (not wired yet)")
-    p.add_argument("--address", help="Ray cluster address (not wired yet)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="Ray Train V2 workers (>1: data parallel on Ray)"
+    )
+    p.add_argument(
+        "--address", help="Ray cluster to join ('auto' or host:port; default: a local Ray)"
+    )
     p.set_defaults(func=cmd_train)
 
     s = subparsers.add_parser(
@@ -183,12 +187,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from train_loops.lm import LMTrainer, LoopHooks
 
-    if args.workers != 1 or args.address:
-        raise ValueError(
-            f"--workers {args.workers} / --address {args.address!r}: distributed training needs "
-            "the Ray Train utility (adalrs_ray.train), which this command does not use yet; "
-            "run with --workers 1 and no --address"
-        )
     cfg = _config(
         args,
         lr=args.lr,
@@ -201,16 +199,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         init_from=args.init_from,
     )
-    progress = _Progress(cfg.steps, args.quiet, "train")
-    trainer = LMTrainer(cfg, LoopHooks(on_step=progress.on_step))
-    try:
-        with logging_redirect_tqdm():
-            trainer.setup()
-            progress.bar.n = trainer.step
-            summary = trainer.train()
-    finally:
-        progress.close()
-        trainer.cleanup()
+    if args.workers != 1 or args.address:  # Ray Train V2 workers: adalrs_ray.train
+        from adalrs_ray.train import run_lm_trainer
+
+        summary = run_lm_trainer(cfg, args.workers, args.address)
+    else:
+        progress = _Progress(cfg.steps, args.quiet, "train")
+        trainer = LMTrainer(cfg, LoopHooks(on_step=progress.on_step))
+        try:
+            with logging_redirect_tqdm():
+                trainer.setup()
+                progress.bar.n = trainer.step
+                summary = trainer.train()
+        finally:
+            progress.close()
+            trainer.cleanup()
     if not args.quiet:
         print(
             f"{summary['status']}: {summary['steps']} steps, train loss {summary['train_loss']:.4f}, "
@@ -332,6 +335,10 @@ def optima(df: Any) -> dict[str, Any]:
     return out
 
 
+def _g(v: float | None) -> str:
+    return "none" if v is None else f"{v:.3g}"
+
+
 def _markdown(df: Any, best: dict[str, Any], command: str) -> str:
     cols = list(df.columns)
     lines = [
@@ -353,8 +360,9 @@ def _markdown(df: Any, best: dict[str, Any], command: str) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"- best LR by final loss: {best['lr_by_loss']}",
-        f"- best LR by descent velocity at each matched loss level: {best['lr_by_velocity']}",
+        f"- best LR by final loss: {_g(best['lr_by_loss'])}",
+        "- best LR by descent velocity at each matched loss level: "
+        + ", ".join(f"{level}: {_g(lr)}" for level, lr in best["lr_by_velocity"].items()),
         f"- shared optimum (within one grid point): {best['shared_optimum']}",
         "",
         "`v@L`: loss-descent velocity (-slope, loss per step) of the first slope window whose "

@@ -77,8 +77,7 @@ def test_train_with_adalrs_and_options_then_resume(corpus, tmp_path):
 @pytest.mark.parametrize(
     "extra, match",
     [
-        (["--workers", "2"], "needs the Ray Train utility"),
-        (["--address", "ray://x:1"], "needs the Ray Train utility"),
+        (["--workers", "0"], "The value of `workers` is 0"),
         (["--lr", "-1"], "lr is -1.0"),
         (["--adalrs-opt", "lam"], "KEY=VALUE"),
         (["--data", "/nonexistent/corpus"], "does not exist"),
