@@ -54,10 +54,12 @@ __all__ = [
     "SNAPSHOT_STORES",
     "AdaLRSTrainContext",
     "LostSnapshotPolicy",
+    "PendingMean",
     "SnapshotLostError",
     "lm_train_loop_per_worker",
     "make_snapshot_store",
     "reduce_mean",
+    "reduce_mean_async",
     "run_lm_trainer",
 ]
 
@@ -82,6 +84,49 @@ def _dist_ready(group: Any = None) -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
 
 
+class PendingMean:
+    """A scalar all-reduce in flight (:func:`reduce_mean_async`); :meth:`wait` gives the mean.
+
+    Start it right after the forward pass: the reduction then runs while ``backward()`` and
+    ``optimizer.step()`` run (on gloo it shares their rendezvous instead of adding one).
+    """
+
+    def __init__(self, tensor: torch.Tensor, work: Any, world_size: int) -> None:
+        self._tensor, self._work, self._world = tensor, work, world_size
+        self._value: float | None = None
+
+    def wait(self) -> float:
+        if self._value is None:
+            if self._work is not None:
+                self._work.wait()
+            self._value = float(self._tensor.item()) / self._world
+            self._tensor = self._work = None
+        return self._value
+
+
+def _scalar(value: torch.Tensor | float) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"reduce_mean: `value` must be a scalar (0-d or one element); got a tensor of "
+                f"shape {tuple(value.shape)}"
+            )
+        # a copy: never reduce in place into the caller's (autograd) tensor
+        return value.detach().reshape(()).to(torch.float32, copy=True)
+    return torch.tensor(float(value), dtype=torch.float32)
+
+
+def reduce_mean_async(value: torch.Tensor | float, group: Any = None) -> PendingMean:
+    """Start :func:`reduce_mean` without waiting; ``.wait()`` returns the same float."""
+    t = _scalar(value)
+    if not _dist_ready(group):
+        return PendingMean(t, None, 1)
+    import torch.distributed as dist
+
+    work = dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group, async_op=True)
+    return PendingMean(t, work, dist.get_world_size(group))
+
+
 def reduce_mean(value: torch.Tensor | float, group: Any = None) -> float:
     """Mean of a scalar over all ranks of ``group``, as a float, with one scalar all-reduce.
 
@@ -91,22 +136,7 @@ def reduce_mean(value: torch.Tensor | float, group: Any = None) -> float:
     (or with one rank) the value itself is returned. NaN/inf propagate (the controller handles
     them on purpose).
     """
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(
-                f"reduce_mean: `value` must be a scalar (0-d or one element); got a tensor of "
-                f"shape {tuple(value.shape)}"
-            )
-        t = value.detach().reshape(()).to(torch.float32)
-    else:
-        t = torch.tensor(float(value), dtype=torch.float32)
-    if not _dist_ready(group):
-        return float(t.item())
-    import torch.distributed as dist
-
-    t = t.clone()  # never reduce in place into the caller's (autograd) tensor
-    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
-    return float(t.item()) / dist.get_world_size(group)
+    return reduce_mean_async(value, group).wait()
 
 
 def _all_reduce_sum(values: list[float], device: torch.device, group: Any = None) -> list[float]:
@@ -352,18 +382,29 @@ class AdaLRSTrainContext:
         """:func:`reduce_mean` over this context's group."""
         return reduce_mean(value, self._group)
 
+    def reduce_async(self, value: torch.Tensor | float) -> PendingMean:
+        """:func:`reduce_mean_async` over this context's group; pass the result to :meth:`step`."""
+        return reduce_mean_async(value, self._group)
+
     def step(
-        self, loss: torch.Tensor | float, *, tokens: int = 0, reduced: bool = False
+        self,
+        loss: torch.Tensor | float | PendingMean,
+        *,
+        tokens: int = 0,
+        reduced: bool = False,
     ) -> Decision:
         """Reduce ``loss`` over all ranks, feed the scheduler, report every ``report_every`` steps.
 
         Call after ``optimizer.step()`` with this rank's loss of the step (a 0-d tensor or a
-        float); pass ``reduced=True`` if the loop already averaged it over the ranks (then no
-        collective is issued here). ``tokens``: tokens this rank processed in the step. Returns
+        float), or with :meth:`reduce_async`'s handle started after the forward pass (the
+        reduction then overlaps ``backward()``); pass ``reduced=True`` if the loop already
+        averaged the loss over the ranks (then no collective is issued here). ``tokens``: tokens this rank processed in the step. Returns
         the controller's decision (identical on every rank). Raises :class:`SnapshotLostError`
         on every rank if any rank's snapshot is lost at a RESTORE.
         """
-        if not reduced:
+        if isinstance(loss, PendingMean):
+            value = loss.wait()
+        elif not reduced:
             value = self.reduce_mean(loss)
         elif isinstance(loss, torch.Tensor):
             value = float(loss.detach().item())
