@@ -142,7 +142,6 @@ class _TrialInfo:
     last_step: float | None = None
     last_iteration: Any = None
     pending_restart: str | None = None
-    stop_decided: bool = False
     done_seen: bool = False
     warned: set = field(default_factory=set)
 
@@ -388,8 +387,6 @@ class AdaLRSComparison(TrialScheduler):
             info.status = "paused"
         else:
             info.status = "running"
-        if decision == TrialScheduler.STOP:
-            info.stop_decided = True
         if result.get("done"):
             info.done_seen = True
         row = {

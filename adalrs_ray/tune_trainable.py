@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "synthetic_state.json"
 STATE_VERSION = 1
+# the keys AdaLRSComparison fills per trial (search_algos.base.SLOT_KEYS plus the slot index)
+_COMPARISON_KEYS = ("slot", "arm", "lr", "total_steps", "report_every", "adalrs")
 
 
 class TuneReporter:
@@ -113,8 +115,26 @@ def _get(config: Mapping[str, Any], key: str, default: Any) -> Any:
     return default if value is None and default is not None else value
 
 
+_SYNTHETIC_KEYS = (
+    "lr_opt",
+    "seed",
+    "sim",
+    "schedule",
+    "min_lr_ratio",
+    "tokens_per_step",
+    "seconds_per_step",
+    "checkpoint_every",
+)
+
+
 def _check_synthetic(config: Mapping[str, Any]) -> dict[str, Any]:
     """The synthetic trainable's settings from a trial config, validated."""
+    unknown = sorted(k for k in config if k not in _SYNTHETIC_KEYS and k not in _COMPARISON_KEYS)
+    if unknown:
+        raise ValueError(
+            f"synthetic_trainable: unknown config keys {unknown}; it reads the comparison keys "
+            f"{list(_COMPARISON_KEYS)} and {list(_SYNTHETIC_KEYS)}"
+        )
     c = {
         "lr": config.get("lr"),
         "total_steps": config.get("total_steps"),
@@ -276,8 +296,6 @@ def synthetic_trainable(config: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------- LM trainable
-# comparison keys the LM trainable translates; every other key must be an LMConfig field
-_COMPARISON_KEYS = ("slot", "arm", "lr", "total_steps", "report_every", "adalrs")
 # LMConfig fields the trainable owns (where it writes, what it resumes from)
 _OWNED_LM_FIELDS = ("out_dir", "resume", "init_from", "steps", "adalrs", "window")
 

@@ -197,3 +197,22 @@ def test_lm_config_from_trial_maps_the_comparison_keys():
         10,
     )
     assert cfg.adalrs_options == {"lam": 0.95} and cfg.out_dir == "/tmp/o"
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"lr_optt": 1e-3}, "unknown config keys \\['lr_optt'\\]"),
+        ({"lr": 0.0}, "lr is 0.0"),
+        ({"report_every": 30}, "report_every=30 exceeds total_steps=20"),
+        ({"schedule": "wsd"}, "schedule is 'wsd'"),
+        ({"adalrs": {"window": 2}}, "AdaLRS needs at least 8"),
+        ({"checkpoint_every": -1}, "checkpoint_every is -1"),
+    ],
+)
+def test_synthetic_trainable_rejects_bad_config(bad, match):
+    from adalrs_ray.tune_trainable import synthetic_trainable
+
+    config = {"lr": 1e-3, "total_steps": 20, "report_every": 10, "adalrs": None, **bad}
+    with pytest.raises(ValueError, match=match):
+        synthetic_trainable(config)

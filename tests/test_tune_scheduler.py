@@ -378,6 +378,20 @@ def test_final_status_of_a_trial(finish, status):
     assert sched.compute_table("trial")["status"].tolist() == [status]
 
 
+def test_a_retried_trial_keeps_its_binding_and_counts_a_retry_restart():
+    sched = small(arms=[get_arm("grid", num_trials=1), get_arm("pbt", num_trials=2)])
+    ctl = FakeController(sched)
+    g, _, _ = ctl.add_slots()
+    ctl.result(g, **report(10, 5.0, 1))
+    sched.on_trial_error(ctl, g)  # Tune's retry (max_failures): error, then added again
+    g.set_config({"arm": "pbt", "lr": 1.0})
+    sched.on_trial_add(ctl, g)
+    assert sched.compute_table("trial")["status"].iloc[0] == "pending"
+    ctl.result(g, **report(10, 4.0, 1))
+    row = sched.results_table().iloc[-1]
+    assert (row["arm"], row["restart_kind"], row["rewound_steps"]) == ("grid", "retry", 10.0)
+
+
 # ---------------------------------------------------------------------- persistence
 def test_saved_log_rebuilds_the_same_tables(tmp_path):
     sched = small(arms=["grid", get_arm("pbt", num_trials=2)], log_dir=tmp_path)
