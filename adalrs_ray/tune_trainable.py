@@ -127,8 +127,9 @@ _SYNTHETIC_KEYS = (
 )
 
 
-def _check_synthetic(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The synthetic trainable's settings from a trial config, validated."""
+def check_synthetic_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The synthetic trainable's settings from a trial config, validated (``ValueError`` naming
+    the key, the value and the rule). Call it before Ray starts to fail early."""
     unknown = sorted(k for k in config if k not in _SYNTHETIC_KEYS and k not in _COMPARISON_KEYS)
     if unknown:
         raise ValueError(
@@ -215,7 +216,7 @@ def synthetic_trainable(config: dict[str, Any]) -> None:
 
     from adalrs_ray.simulator import LossSimulator
 
-    c = _check_synthetic(config)
+    c = check_synthetic_config(config)
     total, every = c["total_steps"], c["report_every"]
     sim = LossSimulator(lr_opt=c["lr_opt"], seed=c["seed"], **dict(c["sim"]))
     ctl = None
@@ -293,6 +294,9 @@ def synthetic_trainable(config: dict[str, Any]) -> None:
         finally:
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+_check_synthetic = check_synthetic_config  # the name adalrs_ray.cli_compare imports
 
 
 # ---------------------------------------------------------------------- LM trainable
