@@ -1,0 +1,578 @@
+"""``adalrs-ray compare`` and ``adalrs-ray report``: the head-to-head LR-search comparison.
+
+``compare`` runs AdaLRS (Dong et al., "AdaLRS", NeurIPS 2025, arXiv 2506.13274), started 10x off
+the best LR, against a grid, HyperBand (or ASHA) and PBT in ONE ``tune.Tuner`` scheduled by
+:class:`adalrs_ray.tune_scheduler.AdaLRSComparison`, shows a one-line progress summary while it
+runs, and writes the cost report of :mod:`adalrs_ray.report` (``report.md``, ``report.html``,
+``results.parquet``, PNGs) into ``--out``. Budgets come from a preset
+(:mod:`adalrs_ray.presets`); every option given on the command line overrides the preset.
+
+``report DIR`` rebuilds the report from a saved directory (``results.parquet``, or the Tune
+compute log under ``DIR/tune`` when the run stopped before its report).
+
+Ray: ``--address`` unset starts a local Ray (``ray.init(address="local")``) and shuts it down at
+the end; ``--address auto`` or ``host:port`` joins a cluster. An already initialised Ray (a
+notebook, a test session) is used as is and left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+TUNE_NAME = "tune"  # the Tune experiment directory under --out
+CONFIG_FILE = "compare_config.json"  # the resolved settings of a compare run, under --out
+
+
+# ------------------------------------------------------------------------------ arguments
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be comma-separated numbers, e.g. 0.1,10"
+        ) from None
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``compare`` and ``report`` sub-commands (see :mod:`adalrs_ray.cli`)."""
+    from adalrs_ray.presets import ARM_NAMES, PRESETS
+
+    presets = ", ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
+    p = subparsers.add_parser(
+        "compare",
+        help="AdaLRS vs grid, HyperBand/ASHA and PBT in one Tune run, then the cost report",
+        description="Run LR-search arms side by side in one Ray Tune experiment (AdaLRS started "
+        "10x off the reference LR, a grid, HyperBand or ASHA, PBT) and write the cost report "
+        f"(report.md, report.html, results.parquet, PNGs) into --out. Presets: {presets}.",
+    )
+    p.add_argument("--preset", default="quick", choices=sorted(PRESETS), help="budgets and arms")
+    p.add_argument(
+        "--arms",
+        type=_names,
+        help=f"comma-separated arms from {', '.join(ARM_NAMES)} (default: the preset's, "
+        "adalrs,grid,hyperband,pbt)",
+    )
+    p.add_argument("--out", help="output directory (default runs/compare-<preset>-<time>)")
+    p.add_argument("--task", choices=("lm", "sim"), help="lm: the LM; sim: the loss simulator")
+    g = p.add_argument_group("budget (overrides the preset)")
+    g.add_argument("--steps", type=int, help="optimizer steps of one full trial (T)")
+    g.add_argument("--report-every", type=int, help="steps between two reports")
+    g.add_argument("--lr-ref", type=float, help="reference LR (the best LR of a sweep)")
+    g.add_argument("--lr-span", type=float, help="arms search [lr_ref/span, lr_ref*span]")
+    g.add_argument("--grid-points", type=int, help="LRs of the grid")
+    g.add_argument(
+        "--adalrs-starts",
+        type=_floats,
+        help="AdaLRS starting LRs as multiples of --lr-ref, one arm each (default 0.1,10)",
+    )
+    g.add_argument("--window", type=int, help="AdaLRS window k in steps")
+    g.add_argument(
+        "--adalrs-opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="another AdaLRSConfig field for the AdaLRS arms, e.g. lam=0.95 (repeatable)",
+    )
+    g.add_argument("--hyperband-trials", type=int, help="trials of the HyperBand arm")
+    g.add_argument("--asha-trials", type=int, help="trials of the ASHA arm")
+    g.add_argument("--pbt-trials", type=int, help="population of the PBT arm")
+    g = p.add_argument_group("task (overrides the preset; lm task only)")
+    g.add_argument("--data", help="corpus: directory, text file or .parquet (default: stdlib)")
+    g.add_argument("--model", help="model preset of train_loops.model (default tiny)")
+    g.add_argument("--batch-size", type=int, help="sequences per step")
+    g.add_argument("--seq-len", type=int, help="tokens per sequence")
+    g.add_argument("--device", help="auto, cpu, cuda, npu, mps")
+    g.add_argument("--seed", type=int, help="model init, data order and the arms' LR samples")
+    g = p.add_argument_group("Ray")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="training workers per trial (1: trained in-process inside the Tune trial)",
+    )
+    g.add_argument(
+        "--address",
+        help="Ray cluster to join ('auto' or host:port); default: start a local Ray",
+    )
+    g.add_argument("--cpus", type=float, help="CPUs of the local Ray it starts (default: all)")
+    g.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="trials running at once (each reserves cpus/max-concurrent CPUs)",
+    )
+    g.add_argument("--keep-checkpoints", action="store_true", help="keep the trial checkpoints")
+    g.add_argument(
+        "--progress-every", type=float, default=10.0, help="seconds between progress lines"
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_compare)
+
+    r = subparsers.add_parser(
+        "report",
+        help="rebuild the cost report of a compare run from its saved results",
+        description="Rebuild report.md, report.html, the Parquet tables and the PNGs of a "
+        "compare directory (results.parquet, or the Tune compute log of an interrupted run).",
+    )
+    r.add_argument("directory", help="a compare --out directory")
+    r.add_argument("--out", help="output directory (default: DIRECTORY)")
+    r.add_argument(
+        "--thresholds",
+        type=_floats,
+        help="p of 'within p%%' as fractions, comma-separated, e.g. 0.01,0.02,0.05",
+    )
+    r.set_defaults(func=cmd_report)
+
+
+# ------------------------------------------------------------------------------ resolution
+def _parse_opts(items: Sequence[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--adalrs-opt {item!r} must look like KEY=VALUE (e.g. lam=0.95)")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def resolve_preset(args: argparse.Namespace):
+    """The preset of ``args.preset`` with every command-line override applied."""
+    from adalrs_ray.presets import get_preset
+
+    preset = get_preset(args.preset)
+    task = args.task or preset.task
+    if task != preset.task:
+        # another task: its own defaults, then the overrides
+        from adalrs_ray.presets import PRESETS
+
+        base = "sim" if task == "sim" else "quick"
+        logger.info("--task %s: budgets of preset %r", task, base)
+        preset = PRESETS[base]
+    lm_only = {
+        "data": args.data,
+        "preset": args.model,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "device": args.device,
+    }
+    given = sorted(k for k, v in lm_only.items() if v is not None)
+    if preset.task != "lm" and given:
+        flags = {"preset": "--model", "batch_size": "--batch-size", "seq_len": "--seq-len"}
+        names = [flags.get(k, "--" + k) for k in given]
+        raise ValueError(f"{', '.join(names)} only apply to the lm task, but the task is 'sim'")
+    trial = {k: v for k, v in lm_only.items() if v is not None}
+    if args.seed is not None:
+        trial["seed"] = args.seed
+    adalrs = _parse_opts(args.adalrs_opt)
+    if args.window is not None:
+        adalrs["window"] = args.window
+    sized = {
+        "hyperband": {"num_trials": args.hyperband_trials},
+        "asha": {"num_trials": args.asha_trials},
+        "pbt": {"num_trials": args.pbt_trials},
+    }
+    changes = {k: {"num_trials": v["num_trials"]} for k, v in sized.items() if v["num_trials"]}
+    return preset.with_overrides(
+        total_steps=args.steps,
+        report_every=args.report_every,
+        lr_ref=args.lr_ref,
+        lr_span=args.lr_span,
+        grid_points=args.grid_points,
+        adalrs_starts=args.adalrs_starts,
+        arms=args.arms,
+        max_concurrent=args.max_concurrent,
+        adalrs=adalrs or None,
+        trial_config=trial or None,
+        **changes,
+    )
+
+
+def _check_trial_config(preset, sched) -> None:
+    """Fail before Ray starts: the LM config of the first trial, the data path."""
+    if preset.task != "lm":
+        from adalrs_ray.tune_trainable import _check_synthetic
+
+        slot = sched.slots()[0]
+        _check_synthetic({**preset.trial_config, **slot})
+        return
+    from adalrs_ray.tune_trainable import lm_config_from_trial
+
+    data = preset.trial_config.get("data")
+    if data is not None and not Path(data).exists():
+        raise ValueError(f"--data {data!r} does not exist")
+    for slot in sched.slots():
+        lm_config_from_trial({**preset.trial_config, **slot}, out_dir="unused")
+
+
+def _trial_config(preset) -> dict[str, Any]:
+    config = dict(preset.trial_config)
+    if preset.task == "lm" and config.get("data") is not None:
+        config["data"] = str(Path(config["data"]).resolve())  # trials chdir: absolute paths
+    return config
+
+
+# ------------------------------------------------------------------------------ Ray
+class _RayContext:
+    """``ray.init`` unless Ray is already initialised; shuts down only what it started."""
+
+    def __init__(self, address: str | None, cpus: float | None, dashboard: bool) -> None:
+        self.address, self.cpus, self.dashboard = address, cpus, dashboard
+        self.started = False
+
+    def __enter__(self):
+        import ray
+
+        if ray.is_initialized():
+            if self.address is not None:
+                logger.info("Ray is already initialised: --address %s ignored", self.address)
+            return ray
+        kwargs: dict[str, Any] = dict(log_to_driver=False, logging_level="ERROR")
+        if self.address is None:
+            kwargs.update(
+                address="local",
+                include_dashboard=self.dashboard,
+                runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
+            )
+            if self.cpus is not None:
+                kwargs["num_cpus"] = self.cpus
+        else:
+            if self.cpus is not None:
+                raise ValueError("--cpus sizes a local Ray; it cannot be used with --address")
+            kwargs["address"] = self.address
+        ray.init(**kwargs)
+        self.started = True
+        return ray
+
+    def __exit__(self, *exc) -> None:
+        if self.started:
+            import ray
+
+            ray.shutdown()
+
+
+def _cluster_cpus(ray) -> float:
+    cpus = float(ray.cluster_resources().get("CPU", 0.0))
+    if cpus <= 0:
+        raise ValueError("the Ray cluster has no CPU to run trials on")
+    return cpus
+
+
+# ------------------------------------------------------------------------------ progress
+def make_progress_callback(arms: Sequence[str], totals: Mapping[str, int], every: float):
+    """A Tune callback printing to stderr one line every ``every`` seconds and one per finished
+    trial: elapsed time, then per arm ``done/total`` trials, running trials and the best
+    val_loss so far, then the steps trained by all arms."""
+    from ray import tune
+
+    class ProgressCallback(tune.Callback):
+        def __init__(self) -> None:
+            self.arms = list(arms)
+            self.totals = dict(totals)
+            self.every = every
+            self.best: dict[str, float] = {a: math.nan for a in self.arms}
+            self.steps = 0.0
+            self.t0 = time.monotonic()
+            self.last = self.t0
+
+        def emit(self, text: str) -> None:
+            print(f"[{time.monotonic() - self.t0:6.0f}s] {text}", file=sys.stderr, flush=True)
+
+        @staticmethod
+        def arm(trial) -> str:
+            config = trial.config if isinstance(trial.config, Mapping) else {}
+            return str(config.get("arm"))
+
+        def line(self, trials) -> str:
+            done = dict.fromkeys(self.arms, 0)
+            running = dict.fromkeys(self.arms, 0)
+            for t in trials:
+                arm = self.arm(t)
+                if arm not in done:
+                    continue
+                if t.status in ("TERMINATED", "ERROR"):
+                    done[arm] += 1
+                elif t.status == "RUNNING":
+                    running[arm] += 1
+            parts = []
+            for arm in self.arms:
+                best = self.best[arm]
+                b = "-" if math.isnan(best) else f"{best:.4f}"
+                parts.append(f"{arm} {done[arm]}/{self.totals[arm]} ({running[arm]} run) {b}")
+            return " | ".join(parts) + f" | {self.steps:,.0f} steps"
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            arm = self.arm(trial)
+            value = result.get("val_loss")
+            if isinstance(value, (int, float)) and math.isfinite(value) and arm in self.best:
+                if math.isnan(self.best[arm]) or value < self.best[arm]:
+                    self.best[arm] = float(value)
+            inc = result.get("steps_done")
+            if isinstance(inc, (int, float)) and math.isfinite(inc) and inc > 0:
+                self.steps += inc
+            now = time.monotonic()
+            if now - self.last >= self.every:
+                self.last = now
+                self.emit(self.line(trials))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.emit(f"{self.arm(trial)} {trial.trial_id} done; " + self.line(trials))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.emit(f"{self.arm(trial)} {trial.trial_id} ERROR; " + self.line(trials))
+
+    return ProgressCallback()
+
+
+# ------------------------------------------------------------------------------ compare
+def _default_out(preset: str) -> str:
+    import datetime as _dt
+
+    return str(Path("runs") / f"compare-{preset}-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+
+
+def _remove_checkpoints(folder: Path) -> None:
+    for ckpt in folder.glob("*/checkpoint_*"):
+        if ckpt.is_dir():
+            shutil.rmtree(ckpt, ignore_errors=True)
+
+
+def run_compare(
+    preset,
+    out: str | os.PathLike,
+    *,
+    workers: int = 1,
+    address: str | None = None,
+    cpus: float | None = None,
+    progress_every: float = 10.0,
+    progress: bool = True,
+    keep_checkpoints: bool = False,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Run the comparison described by ``preset`` and write its report into ``out``.
+
+    Returns ``{"paths": write_report's paths, "summary": per-arm summary DataFrame,
+    "errors": [str], "wall_s": float}``. Raises ``ValueError`` for bad settings (before any
+    trial starts) and when the run produced no result to report.
+    """
+    from adalrs_ray.presets import adalrs_label, build_arms
+
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"--workers is {workers!r}, but must be an integer >= 1")
+    if workers > 1:
+        raise ValueError(
+            f"--workers {workers}: the comparison trainables train in-process inside each Tune "
+            "trial (one worker); no Tune trainable that launches a Ray Train TorchTrainer per "
+            "trial is registered yet (adalrs_ray.tune_trainable.register_trainable, see "
+            "docs/tune.md 'Adding a trainable'); use --workers 1"
+        )
+    arm_objs = build_arms(preset)
+    # before ray.tune is imported: Tune's console output and per-trial result files off
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    out = Path(out).resolve()
+    tune_dir = out / TUNE_NAME
+    if tune_dir.exists():
+        raise ValueError(
+            f"{tune_dir} already exists (a previous compare run): choose another --out, or "
+            f"rebuild its report with: adalrs-ray report {out}"
+        )
+    from adalrs_ray.tune_scheduler import AdaLRSComparison
+
+    sched = AdaLRSComparison(
+        arm_objs, total_steps=preset.total_steps, report_every=preset.report_every
+    )
+    _check_trial_config(preset, sched)  # before Ray starts
+    trial_config = _trial_config(preset)
+    labels = list(sched.arms)
+    n_trials = {key: 0 for key in labels}
+    for slot in sched.slots():
+        n_trials[slot["arm"]] += 1
+
+    t_start = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "command": command,
+        "preset": preset.to_dict(),
+        "arms": labels,
+        "trials": n_trials,
+        "workers": workers,
+        "address": address,
+    }
+    (out / CONFIG_FILE).write_text(json.dumps(settings, indent=1, default=str) + "\n")
+
+    from ray import tune
+
+    from adalrs_ray.tune_trainable import get_trainable
+
+    with _RayContext(address, cpus, dashboard=False) as ray:
+        total_cpus = _cluster_cpus(ray)
+        cpu = total_cpus / preset.max_concurrent
+        trainable = get_trainable("lm" if preset.task == "lm" else "synthetic", cpu=cpu)
+        callbacks = []
+        if progress:
+            callbacks.append(make_progress_callback(labels, n_trials, progress_every))
+        logger.info(
+            "compare: %d trials in arms %s, %d steps each, %s CPU per trial (%d at once on %g "
+            "CPUs) -> %s",
+            sum(n_trials.values()),
+            labels,
+            preset.total_steps,
+            f"{cpu:g}",
+            preset.max_concurrent,
+            total_cpus,
+            out,
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space=sched.param_space(trial_config),
+            tune_config=tune.TuneConfig(scheduler=sched, reuse_actors=True),
+            run_config=tune.RunConfig(
+                storage_path=str(out),
+                name=TUNE_NAME,
+                verbose=0,
+                callbacks=callbacks,
+                # PBT restores the donor's latest checkpoint, which may be older than the last
+                # few: keep all of them during the run (removed at the end)
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            ),
+        )
+        results = tuner.fit()
+        ray_cpus = total_cpus
+    wall = time.monotonic() - t_start
+    errors = [f"{r.metrics.get('trial_id', '?')}: {r.error}" for r in results if r.error]
+    if errors:
+        logger.warning("%d trial(s) failed; first: %s", len(errors), str(errors[0])[:500])
+    if not keep_checkpoints:
+        _remove_checkpoints(tune_dir)
+
+    from adalrs_ray import report as rep
+
+    try:
+        df = rep.load_results(tune_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        first = f"; first trial error: {str(errors[0]).splitlines()[-1]}" if errors else ""
+        raise ValueError(f"the comparison produced no results to report ({exc}){first}") from None
+    ada = [adalrs_label(s) for s in preset.adalrs_starts if adalrs_label(s) in labels]
+    extra = {
+        "command": command or "",
+        "preset": preset.name,
+        "task": preset.task,
+        "steps per trial": preset.total_steps,
+        "report every": preset.report_every,
+        "lr_ref": preset.lr_ref,
+        "LR range of the arms": f"[{preset.lr_min:.3g}, {preset.lr_max:.3g}]",
+        "AdaLRS starts (x lr_ref)": ", ".join(f"{s:g}" for s in preset.adalrs_starts),
+        "AdaLRS settings": json.dumps(preset.adalrs),
+        "trials per arm": json.dumps(n_trials),
+        "trial config": json.dumps(trial_config),
+        "max concurrent trials": preset.max_concurrent,
+        "Ray CPUs": ray_cpus,
+        "wall time of the Tune run (s)": round(wall, 1),
+        "failed trials": len(errors),
+    }
+    paths = rep.write_report(
+        df,
+        out,
+        title=f"AdaLRS comparison ({preset.name}): compute to reach the best loss",
+        extra=extra,
+        baseline_steps=preset.total_steps,
+        grid_arm="grid" if "grid" in labels else None,
+        adalrs_arms=ada or None,
+    )
+    summary = rep.summarize(
+        rep.validate_results(df),
+        baseline_steps=preset.total_steps,
+        grid_arm="grid" if "grid" in labels else None,
+    )
+    return {"paths": paths, "summary": summary, "errors": errors, "wall_s": wall}
+
+
+def headline(summary, threshold: str = "within_2pct") -> str:
+    """A short plain-text table: per arm, best final val_loss, compute to reach the target."""
+    lines = [
+        f"{'arm':<14} {'best val':>9} {'steps to ' + threshold:>22} {'x full run':>10} "
+        f"{'x grid':>7} {'total x full':>12}"
+    ]
+    for _, row in summary.iterrows():
+        steps = row.get(f"steps_to_{threshold}")
+
+        def f(v, fmt):
+            return "never" if v is None or not math.isfinite(v) else format(v, fmt)
+
+        lines.append(
+            f"{row['arm']:<14} {f(row['best_final_val_loss'], '.4f'):>9} "
+            f"{f(steps, ',.0f'):>22} {f(row.get(f'full_runs_to_{threshold}'), '.2f'):>10} "
+            f"{f(row.get(f'grid_frac_to_{threshold}'), '.2f'):>7} "
+            f"{f(row.get('total_full_runs'), '.2f'):>12}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    if args.progress_every <= 0:
+        raise ValueError(f"--progress-every is {args.progress_every}, but must be > 0")
+    if args.cpus is not None and not args.cpus > 0:
+        raise ValueError(f"--cpus is {args.cpus}, but must be > 0")
+    preset = resolve_preset(args)
+    out = args.out or _default_out(preset.name)
+    command = "adalrs-ray compare " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
+    result = run_compare(
+        preset,
+        out,
+        workers=args.workers,
+        address=args.address,
+        cpus=args.cpus,
+        progress_every=args.progress_every,
+        progress=not args.quiet,
+        keep_checkpoints=args.keep_checkpoints,
+        command=command or f"adalrs-ray compare --preset {preset.name}",
+    )
+    print(headline(result["summary"]))
+    print(
+        f"{len(result['errors'])} failed trial(s); wall {result['wall_s']:.0f} s -> "
+        f"{result['paths']['markdown']}, {result['paths']['html']}"
+    )
+    return 1 if result["errors"] else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from adalrs_ray import report as rep
+
+    d = Path(args.directory)
+    if not d.is_dir():
+        raise ValueError(f"{str(d)!r} does not exist or is not a directory")
+    options: dict[str, Any] = {}
+    if args.thresholds:
+        options["thresholds"] = args.thresholds
+    try:
+        rep.find_results_file(d)
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from None
+    if not (d / "results.parquet").is_file() and (d / CONFIG_FILE).is_file():
+        # an interrupted compare: no report yet, rebuild from the Tune compute log
+        settings = json.loads((d / CONFIG_FILE).read_text())
+        options.setdefault("extra", {"command": settings.get("command") or ""})
+        labels = settings.get("arms") or []
+        options.setdefault("adalrs_arms", [a for a in labels if a.startswith("adalrs")] or None)
+        options.setdefault("grid_arm", "grid" if "grid" in labels else None)
+    paths = rep.build_report_from_dir(d, args.out, **options)
+    print(f"-> {paths['markdown']}, {paths['html']}")
+    return 0

@@ -1,0 +1,184 @@
+"""``adalrs-ray compare`` / ``adalrs-ray report`` end to end on the session Ray cluster, and their
+input errors (exit code 2, one line)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from adalrs_ray import cli
+from adalrs_ray.presets import PRESETS, adalrs_label, build_arms, get_preset
+
+REPORT_FILES = (
+    "report.md",
+    "report.html",
+    "results.parquet",
+    "summary.parquet",
+    "trials.parquet",
+    "report_meta.json",
+    "best_so_far.png",
+    "adalrs_lr.png",
+    "val_curves.png",
+)
+
+# a small simulator comparison: 1 + 2 + 2 + 2 trials of 2 reports
+SIM_ARGS = [
+    "compare",
+    "--task",
+    "sim",
+    "--steps",
+    "2000",
+    "--report-every",
+    "1000",
+    "--window",
+    "50",
+    "--grid-points",
+    "2",
+    "--hyperband-trials",
+    "2",
+    "--pbt-trials",
+    "2",
+    "--adalrs-starts",
+    "0.1",
+    "--quiet",
+]
+
+
+@pytest.fixture(scope="module")
+def sim_run(ray_cluster, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cmp") / "sim"
+    code = cli.main([*SIM_ARGS, "--out", str(out)])
+    return code, out
+
+
+@pytest.mark.ray
+def test_compare_sim_writes_the_report(sim_run, capsys):
+    code, out = sim_run
+    assert code == 0
+    for name in REPORT_FILES:
+        assert (out / name).is_file(), name
+    assert (out / "tune" / "adalrs_compute_log.jsonl").is_file()
+    assert not list((out / "tune").glob("*/checkpoint_*"))  # removed after the run
+    summary = pd.read_parquet(out / "summary.parquet")
+    assert sorted(summary["arm"]) == ["adalrs_x0.1", "grid", "hyperband", "pbt"]
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert trials.groupby("arm").size().to_dict() == {
+        "adalrs_x0.1": 1,
+        "grid": 2,
+        "hyperband": 2,
+        "pbt": 2,
+    }
+    settings = json.loads((out / "compare_config.json").read_text())
+    assert settings["preset"]["total_steps"] == 2000
+    assert json.loads((out / "report_meta.json").read_text())["baseline_steps"] == 2000
+
+
+@pytest.mark.ray
+def test_compare_refuses_to_overwrite_a_run(sim_run, capsys):
+    _, out = sim_run
+    assert cli.main([*SIM_ARGS, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already exists" in err
+
+
+@pytest.mark.ray
+def test_report_rebuilds_the_files(sim_run, tmp_path):
+    _, out = sim_run
+    assert cli.main(["report", str(out), "--out", str(tmp_path)]) == 0
+    for name in REPORT_FILES:
+        assert (tmp_path / name).is_file(), name
+    before = pd.read_parquet(out / "summary.parquet")
+    after = pd.read_parquet(tmp_path / "summary.parquet")
+    pd.testing.assert_frame_equal(before, after)
+    assert (tmp_path / "report.md").read_text() == (out / "report.md").read_text()
+
+
+@pytest.mark.ray
+def test_report_of_an_interrupted_run_reads_the_tune_log(sim_run, tmp_path):
+    # no report yet: only the Tune experiment directory and the compare settings
+    _, out = sim_run
+    import shutil
+
+    shutil.copytree(out / "tune", tmp_path / "tune")
+    shutil.copy(out / "compare_config.json", tmp_path)
+    assert cli.main(["report", str(tmp_path)]) == 0
+    summary = pd.read_parquet(tmp_path / "summary.parquet")
+    assert sorted(summary["arm"]) == ["adalrs_x0.1", "grid", "hyperband", "pbt"]
+    assert (tmp_path / "adalrs_lr.png").is_file()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_compare_tiny_lm(ray_cluster, tmp_path):
+    out = tmp_path / "lm"
+    code = cli.main(
+        ["compare", "--preset", "smoke", "--arms", "adalrs,grid", "--out", str(out), "--quiet"]
+    )
+    assert code == 0
+    results = pd.read_parquet(out / "results.parquet")
+    assert set(results["arm"]) == {"adalrs_x0.1", "grid"}
+    assert (results["tokens_done"] > 0).all()
+    # every trial ran its whole budget of 40 steps
+    assert results.groupby("trial_id")["steps_done"].sum().tolist() == [40, 40, 40]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["compare", "--arms", "adalrs,bogus"], "unknown arm(s) ['bogus']"),
+        (["compare", "--arms", "grid,grid"], "name an arm twice"),
+        (["compare", "--workers", "2"], "--workers 2"),
+        (["compare", "--task", "sim", "--seq-len", "64"], "--seq-len only apply to the lm task"),
+        (["compare", "--data", "/nonexistent/corpus"], "does not exist"),
+        (["compare", "--steps", "10", "--report-every", "20"], "report_every=20 exceeds"),
+        (["compare", "--adalrs-starts", "0"], "adalrs_starts"),
+        (["compare", "--adalrs-opt", "lam"], "KEY=VALUE"),
+        (["report", "/nonexistent/dir"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path):
+    code = cli.main([*argv, "--out", str(tmp_path / "o")] if argv[0] == "compare" else argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    assert message in err
+
+
+def test_report_of_a_directory_without_results_exits_2(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no results" in err
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_build_their_arms(name):
+    preset = get_preset(name)
+    arms = build_arms(preset)
+    keys = [a.key for a in arms]
+    assert keys[: len(preset.adalrs_starts)] == [adalrs_label(s) for s in preset.adalrs_starts]
+    grid = next(a for a in arms if a.key == "grid")
+    lrs = grid.starting_lrs(preset.total_steps, preset.report_every)
+    assert len(lrs) == preset.grid_points
+    assert lrs[0] == pytest.approx(preset.lr_min) and lrs[-1] == pytest.approx(preset.lr_max)
+    for start, arm in zip(preset.adalrs_starts, arms):
+        assert arm.lrs == (pytest.approx(preset.lr_ref * start),)
+
+
+def test_quick_grid_contains_the_reference_lr():
+    preset = get_preset("quick")
+    grid = next(a for a in build_arms(preset) if a.key == "grid")
+    lrs = grid.starting_lrs(preset.total_steps, preset.report_every)
+    assert min(abs(lr / preset.lr_ref - 1) for lr in lrs) < 1e-5
+
+
+def test_overrides_merge_mappings_and_ignore_none():
+    p = get_preset("quick").with_overrides(adalrs={"lam": 0.95}, total_steps=None, grid_points=3)
+    assert p.adalrs == {"window": get_preset("quick").adalrs["window"], "lam": 0.95}
+    assert p.total_steps == get_preset("quick").total_steps and p.grid_points == 3
+
+
+def test_unknown_preset_is_a_value_error():
+    with pytest.raises(ValueError, match="valid presets"):
+        get_preset("huge")
