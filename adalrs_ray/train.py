@@ -604,6 +604,8 @@ class AdaLRSTrainContext:
 
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
+            # a fresh start: drop what an earlier attempt may have left under this rank's key
+            self.scheduler.store.clear()
             return self.next_step
         with checkpoint.as_directory() as directory:
             return self.load_checkpoint(directory)
@@ -660,6 +662,8 @@ def lm_train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         checkpoint_on_report=True,
     )
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        store.clear()  # a fresh start: drop what an earlier attempt left under this rank's key
     try:
         with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as ckpt_dir:
             if ckpt_dir is not None:
