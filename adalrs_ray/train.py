@@ -728,7 +728,8 @@ def run_lm_trainer(
     Args:
         lm_config: a :class:`train_loops.lm.LMConfig` (or its dict); ``batch_size`` is per
             worker. Rank 0 writes metrics.parquet and summary.json to its ``out_dir`` (if set;
-            on a cluster, on rank 0's node).
+            on a cluster, on rank 0's node). Its ``resume`` (an LM checkpoint) starts the run
+            when Ray Train has no checkpoint of this run yet; Ray's own checkpoint wins after.
         workers: number of Ray Train workers (>= 1).
         storage_path, name: where Ray Train keeps checkpoints: ``<storage_path>/<name>``
             (default ``<out_dir>/ray_train/lm``, or ``~/ray_results/adalrs-lm-<time>`` without an

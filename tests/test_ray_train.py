@@ -391,17 +391,26 @@ def test_context_rejects_bad_arguments(kwargs, message):
         AdaLRSTrainContext(sched, model=model, optimizer=opt, **kwargs)
 
 
-def test_checkpoint_round_trip_outside_ray_restores_state_and_decisions(tmp_path):
-    """save_checkpoint/load_checkpoint in one process: the resumed copy continues exactly."""
+def _build_local(sharded: bool = False):
     from adalrs_ray.torch_binding import AdaLRSScheduler
     from adalrs_ray.train import AdaLRSTrainContext
 
+    torch.manual_seed(0)
+    model = _Net()
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+    sched = AdaLRSScheduler(opt, AdaLRS(AdaLRSConfig(**ADALRS)), model=model)
+    ctx = AdaLRSTrainContext(sched, model=model, optimizer=opt, report_every=4, sharded=sharded)
+    return model, opt, ctx
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_checkpoint_round_trip_outside_ray_restores_state_and_decisions(tmp_path, sharded):
+    """save_checkpoint/load_checkpoint in one process: the resumed copy continues exactly
+    (snapshot of a trial in progress included)."""
+    from adalrs_ray.train import RANK_FILE, SHARED_FILE
+
     def build():
-        torch.manual_seed(0)
-        model = _Net()
-        opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
-        sched = AdaLRSScheduler(opt, AdaLRS(AdaLRSConfig(**ADALRS)), model=model)
-        return model, opt, AdaLRSTrainContext(sched, model=model, optimizer=opt, report_every=4)
+        return _build_local(sharded)
 
     def run(model, opt, ctx, stop):
         trace = []
@@ -418,8 +427,26 @@ def test_checkpoint_round_trip_outside_ray_restores_state_and_decisions(tmp_path
     a = build()
     full = run(*a, ADALRS["total_steps"])
     b = build()
-    first = run(*b, 50)
+    first = run(*b, 88)  # inside the upscale trial of steps 83-92, which ends in a backtrack
+    assert b[2].scheduler.controller.in_trial
     b[2].save_checkpoint(tmp_path)
+    own = torch.load(tmp_path / RANK_FILE.format(rank=0), weights_only=True)
+    shared = torch.load(tmp_path / SHARED_FILE, weights_only=True)
+    assert own["snapshot"] is not None
+    assert ("model" in own, "model" in shared) == (sharded, not sharded)
     c = build()
-    assert c[2].load_checkpoint(tmp_path) == 50
-    assert first + run(*c, ADALRS["total_steps"]) == full
+    assert c[2].load_checkpoint(tmp_path) == 88
+    rest = run(*c, ADALRS["total_steps"])
+    assert "restore" in [action for action, _, _ in rest]  # the checkpoint's snapshot was used
+    assert first + rest == full
+
+
+def test_checkpoint_of_another_world_size_is_refused(tmp_path):
+    from adalrs_ray.train import SHARED_FILE
+
+    _, _, ctx = _build_local()
+    ctx.save_checkpoint(tmp_path)
+    shared = torch.load(tmp_path / SHARED_FILE, weights_only=True)
+    torch.save(dict(shared, world_size=2), tmp_path / SHARED_FILE)
+    with pytest.raises(ValueError, match="written by 2 workers but this run has 1"):
+        _build_local()[2].load_checkpoint(tmp_path)
