@@ -1,0 +1,176 @@
+"""The Tune trainable that launches a Ray Train V2 TorchTrainer per trial
+(adalrs_ray/tune_train_trainable.py): comparison arms (grid, PBT with a real exploit, AdaLRS) on
+two Train workers per trial, its config checks and its placement-group reaper."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+from ray import tune
+
+from adalrs_ray import tune_train_trainable as ttt
+from adalrs_ray.tune_scheduler import AdaLRSComparison
+from adalrs_ray.tune_trainable import TRAINABLES, get_trainable
+from search_algos import get_arm
+
+pytestmark = pytest.mark.ray
+
+# 2 CPUs: three trials at once, each 0.1 CPU (the Tune function) + 2 workers x 0.25 CPU
+SHARED = {
+    "preset": "tiny",
+    "seq_len": 32,
+    "batch_size": 4,
+    "eval_batches": 2,
+    "num_threads": 1,
+    "device": "cpu",
+    "schedule": "constant",
+    "workers": 2,
+    "cpus_per_worker": 0.25,
+    "health_check_interval_s": 0.1,
+}
+STEPS, EVERY = 24, 8  # 3 reports per trial
+
+
+def fit(sched, tmp_path, name, reaper=None):
+    tuner = tune.Tuner(
+        get_trainable(ttt.NAME, cpu=0.1),
+        param_space=sched.param_space(SHARED),
+        tune_config=tune.TuneConfig(scheduler=sched, reuse_actors=True),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path),
+            name=name,
+            verbose=0,
+            callbacks=[reaper] if reaper else None,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        ),
+    )
+    return tuner.fit()
+
+
+def _live_placement_groups():
+    from ray.util.placement_group import placement_group_table
+
+    return {k for k, v in placement_group_table().items() if v["state"] != "REMOVED"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_grid_and_pbt_arms_run_two_workers_per_trial_and_pbt_exploits(ray_cluster, tmp_path):
+    before = _live_placement_groups()
+    # one sync point, after report 2 of 3: the worse PBT trial exploits the better one
+    pbt = get_arm(
+        "pbt", num_trials=2, perturbation_interval=2, synch=True, lrs=(1e-4, 3e-3), seed=1
+    )
+    grid = get_arm("grid", lrs=(1e-3,))
+    sched = AdaLRSComparison([grid, pbt], total_steps=STEPS, report_every=EVERY)
+    reaper = ttt.TrainPlacementGroupReaper()
+    results = fit(sched, tmp_path, "grid_pbt", reaper)
+    assert not results.errors
+    rows = sched.results_table()
+    assert (rows["tokens_done"] == EVERY * 4 * 32 * 2).all()  # global batch of 2 workers
+    assert (rows["steps_done"] == EVERY).all() and (rows["worker_s_done"] > 0).all()
+    (event,) = sched.exploit_log()
+    mine = rows[rows["trial_id"] == event["trial_id"]]
+    after = mine[mine["restart_kind"] == "exploit"].iloc[0]
+    # restarted from the donor's checkpoint of step 15, with the explored LR as its base LR
+    assert after["step"] == STEPS - 1 and after["steps_done"] == EVERY
+    assert after["lr"] == pytest.approx(event["lr_after"]) != event["lr_before"]
+    table = sched.compute_table()
+    assert table.set_index("arm").loc["grid", "steps"] == STEPS
+    assert table.set_index("arm").loc["pbt", "steps"] == 2 * STEPS
+    assert table.set_index("arm").loc["pbt", "exploits"] == 1
+    # no Train run left a placement group behind; no Train checkpoint copy stayed on disk
+    assert _live_placement_groups() <= before
+    assert not list(tmp_path.glob("grid_pbt/*/train_runs/*"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_adalrs_events_flow_from_the_workers_to_the_comparison(ray_cluster, tmp_path):
+    adalrs = {"window": 4, "start_ratio": 0.1, "end_ratio": 0.9, "ramp_steps": 2}
+    arm = get_arm("adalrs", lrs=(1e-3,), adalrs=adalrs)
+    sched = AdaLRSComparison([arm], total_steps=STEPS, report_every=EVERY)
+    results = fit(sched, tmp_path, "adalrs")
+    assert not results.errors
+    rows = sched.results_table()
+    events = [e for cell in rows["adalrs_events"] for e in json.loads(cell)]
+    kinds = {e["kind"] for e in events}
+    assert {"search_start", "trial_start"} <= kinds
+    assert len(rows) == STEPS // EVERY
+
+
+def test_registered_in_the_trainable_registry():
+    assert ttt.NAME in TRAINABLES
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("workers", 0, "workers is 0"),
+        ("cpus_per_worker", -1, "cpus_per_worker is -1"),
+        ("use_gpu", "yes", "use_gpu is 'yes'"),
+        ("resources_per_worker", {"CPU": 1}, "resources_per_worker"),
+        ("snapshot_store", "disk", "snapshot_store is 'disk'"),
+        ("max_failures", -1, "max_failures is -1"),
+        ("health_check_interval_s", float("nan"), "health_check_interval_s is nan"),
+        ("on_lost_snapshot", "ignore", "policy"),
+        ("presett", "tiny", "presett"),
+    ],
+)
+def test_check_train_config_rejects_bad_values(key, value, match):
+    config = {"lr": 1e-3, "total_steps": 8, "report_every": 4, "adalrs": None, **SHARED}
+    config[key] = value
+    with pytest.raises(ValueError, match=match):
+        ttt.check_train_config(config)
+
+
+def test_check_train_config_splits_train_settings_from_the_lm_config():
+    config = {"lr": 2e-3, "total_steps": 8, "report_every": 4, "adalrs": None, **SHARED}
+    settings, lm = ttt.check_train_config(config)
+    assert settings["workers"] == 2 and settings["cpus_per_worker"] == 0.25
+    assert lm.lr == 2e-3 and lm.steps == 8 and lm.report_every == 4 and not lm.adalrs
+
+
+def _trial(trial_id, status="RUNNING"):
+    return types.SimpleNamespace(trial_id=trial_id, status=status)
+
+
+def test_reaper_removes_the_group_of_a_trial_that_stopped_and_keeps_a_running_ones(ray_cluster):
+    from ray.util.placement_group import placement_group
+
+    kept, leaked = placement_group([{"CPU": 0.01}]), placement_group([{"CPU": 0.01}])
+    try:
+        reaper = ttt.TrainPlacementGroupReaper(grace_s=0)
+        a, b = _trial("a"), _trial("b")
+        reaper.on_trial_result(0, [a, b], a, {ttt.PLACEMENT_GROUP_METRIC: kept.id.hex()})
+        reaper.on_trial_result(0, [a, b], b, {ttt.PLACEMENT_GROUP_METRIC: leaked.id.hex()})
+        b.status = "PAUSED"
+        reaper.on_step_end(1, [a, b])
+        assert reaper.removed == [leaked.id.hex()]
+        assert _live_placement_groups() >= {kept.id.hex()}
+        assert leaked.id.hex() not in _live_placement_groups()
+    finally:
+        import ray
+
+        for pg in (kept, leaked):
+            if pg.id.hex() in _live_placement_groups():
+                ray.util.remove_placement_group(pg)
+
+
+def test_reaper_retires_a_trials_group_when_the_trial_restarts(ray_cluster):
+    from ray.util.placement_group import placement_group
+
+    old = placement_group([{"CPU": 0.01}])
+    reaper = ttt.TrainPlacementGroupReaper(grace_s=0)
+    a = _trial("a")
+    reaper.on_trial_result(0, [a], a, {ttt.PLACEMENT_GROUP_METRIC: old.id.hex()})
+    reaper.on_trial_start(1, [a], a)  # restarted while still RUNNING: a new Train run
+    reaper.on_step_end(1, [a])
+    assert reaper.removed == [old.id.hex()]
+
+
+def test_reaper_rejects_a_negative_grace():
+    with pytest.raises(ValueError, match="grace_s is -1"):
+        ttt.TrainPlacementGroupReaper(grace_s=-1)
