@@ -634,12 +634,8 @@ def lm_train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     cfg = LMConfig.from_dict(dict(config["lm"]))
     store = make_snapshot_store(config.get("snapshot_store", "memory"), key=default_store_key())
     tmp_out = None
-    if cfg.out_dir is None:
+    if cfg.out_dir is None:  # rank 0 writes its reported checkpoints somewhere first
         tmp_out = tempfile.TemporaryDirectory(prefix="adalrs_lm_")
-        cfg = dataclasses.replace(cfg, out_dir=tmp_out.name)
-    if rank != 0:
-        # only rank 0 writes files; other ranks get a private directory so nothing collides
-        tmp_out = tmp_out or tempfile.TemporaryDirectory(prefix="adalrs_lm_")
         cfg = dataclasses.replace(cfg, out_dir=tmp_out.name)
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:

@@ -20,8 +20,6 @@ import torch
 
 from adalrs_ray import Action, AdaLRS, AdaLRSConfig
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
 ADALRS = dict(
     total_steps=120, window=6, start_ratio=0.05, end_ratio=0.9, ramp_steps=3, alpha=3.0, beta=2.0
 )
@@ -213,6 +211,8 @@ def _step_inside_failed_trial(recs: dict[int, dict]) -> int:
     return trials[0][1]  # rank 1 dies before running this step
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_two_workers_make_identical_decisions(plain_run):
     out, result = plain_run
     assert result.error is None
@@ -225,6 +225,8 @@ def test_two_workers_make_identical_decisions(plain_run):
     assert {"snapshot", "restore"} <= actions  # the run exercises both
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_lr_trajectory_equals_the_bare_controller_on_the_reduced_losses(plain_run):
     r0, _ = _records(plain_run[0], 0)
     ctl = AdaLRS(AdaLRSConfig(**ADALRS))
@@ -238,6 +240,8 @@ def test_lr_trajectory_equals_the_bare_controller_on_the_reduced_losses(plain_ru
         )
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.parametrize("rank", [0, 1])
 def test_backtracking_restores_each_ranks_own_parameters_and_optimizer_state(plain_run, rank):
     recs, _ = _records(plain_run[0], rank)
@@ -251,6 +255,8 @@ def test_backtracking_restores_each_ranks_own_parameters_and_optimizer_state(pla
         assert recs[step]["state"] != other[step]["state"]  # rank-specific state, not a replica
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_reports_carry_the_window_metrics(plain_run):
     out, result = plain_run
     m = result.metrics
@@ -262,6 +268,8 @@ def test_reports_carry_the_window_metrics(plain_run):
     assert result.checkpoint is not None
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_worker_killed_inside_a_trial_resumes_to_the_same_lr_trajectory(plain_run, killed_run):
     out, result, fail_at = killed_run
     assert result.error is None
@@ -275,6 +283,8 @@ def test_worker_killed_inside_a_trial_resumes_to_the_same_lr_trajectory(plain_ru
     }
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_lost_snapshot_fails_the_run_under_policy_fail(
     ray_cluster, fast_reports, plain_run, tmp_path
 ):
@@ -314,6 +324,8 @@ def test_lost_snapshot_policy_callback_only_acts_on_lost_snapshots():
         LostSnapshotPolicy("retry")
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_lm_task_trains_on_two_workers_with_reduced_loss(ray_cluster, fast_reports, tmp_path):
     from adalrs_ray.train import run_lm_trainer
     from train_loops.lm import LMConfig
@@ -339,6 +351,8 @@ def test_lm_task_trains_on_two_workers_with_reduced_loss(ray_cluster, fast_repor
     assert Path(summary["ray_checkpoint"], "trainer_state.pt").is_file()
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_two_node_cluster_keeps_each_ranks_snapshot_on_its_own_node(tmp_path):
     """Its own two-node ray.cluster_utils.Cluster, in a subprocess (the session cluster stays)."""
