@@ -404,9 +404,18 @@ def lm_trainable(config: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------- registry
+def _lm_torchtrainer_trainable(config: dict[str, Any]) -> None:
+    """:func:`adalrs_ray.tune_train_trainable.lm_torchtrainer_trainable` (several Ray Train
+    workers per trial), imported when a trial runs: importing this module stays light."""
+    from adalrs_ray.tune_train_trainable import lm_torchtrainer_trainable
+
+    lm_torchtrainer_trainable(config)
+
+
 TRAINABLES: dict[str, Callable[[dict[str, Any]], None]] = {
     "synthetic": synthetic_trainable,
     "lm": lm_trainable,
+    "lm_torchtrainer": _lm_torchtrainer_trainable,
 }
 
 
