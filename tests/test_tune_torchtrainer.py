@@ -5,6 +5,8 @@ two Train workers per trial, its config checks and its placement-group reaper.""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import types
 
 import pytest
@@ -101,8 +103,15 @@ def test_adalrs_events_flow_from_the_workers_to_the_comparison(ray_cluster, tmp_
     assert len(rows) == STEPS // EVERY
 
 
-def test_registered_in_the_trainable_registry():
-    assert ttt.NAME in TRAINABLES
+def test_registered_without_importing_ray_train():
+    # get_trainable("lm_torchtrainer") works from a plain import of the registry, which stays
+    # light: ray.train is imported only when a trial runs
+    code = (
+        "import sys; from adalrs_ray.tune_trainable import TRAINABLES; "
+        f"assert {ttt.NAME!r} in TRAINABLES; assert 'ray.train' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert TRAINABLES[ttt.NAME] is ttt.lm_torchtrainer_trainable  # registered on import too
 
 
 @pytest.mark.parametrize(
