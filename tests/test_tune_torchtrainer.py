@@ -19,7 +19,7 @@ from search_algos import get_arm
 
 pytestmark = pytest.mark.ray
 
-# 2 CPUs: three trials at once, each 0.1 CPU (the Tune function) + 2 workers x 0.25 CPU
+# 2 CPUs: four trials at once, each 0.1 CPU (the Tune function) + 2 workers x 0.2 CPU
 SHARED = {
     "preset": "tiny",
     "seq_len": 32,
@@ -29,26 +29,10 @@ SHARED = {
     "device": "cpu",
     "schedule": "constant",
     "workers": 2,
-    "cpus_per_worker": 0.25,
+    "cpus_per_worker": 0.2,
     "health_check_interval_s": 0.1,
 }
 STEPS, EVERY = 24, 8  # 3 reports per trial
-
-
-def fit(sched, tmp_path, name, reaper=None):
-    tuner = tune.Tuner(
-        get_trainable(ttt.NAME, cpu=0.1),
-        param_space=sched.param_space(SHARED),
-        tune_config=tune.TuneConfig(scheduler=sched, reuse_actors=True),
-        run_config=tune.RunConfig(
-            storage_path=str(tmp_path),
-            name=name,
-            verbose=0,
-            callbacks=[reaper] if reaper else None,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-        ),
-    )
-    return tuner.fit()
 
 
 def _live_placement_groups():
@@ -57,50 +41,84 @@ def _live_placement_groups():
     return {k for k, v in placement_group_table().items() if v["state"] != "REMOVED"}
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_grid_and_pbt_arms_run_two_workers_per_trial_and_pbt_exploits(ray_cluster, tmp_path):
+@pytest.fixture(scope="module")
+def comparison(ray_cluster, tmp_path_factory):
+    """One Tuner, three arms, four trials of two Train workers each: grid (1 trial), synchronous
+    PBT (2 trials, one sync point after report 2 of 3: the worse trial exploits the better),
+    AdaLRS (1 trial)."""
     before = _live_placement_groups()
-    # one sync point, after report 2 of 3: the worse PBT trial exploits the better one
-    pbt = get_arm(
-        "pbt", num_trials=2, perturbation_interval=2, synch=True, lrs=(1e-4, 3e-3), seed=1
+    arms = [
+        get_arm("grid", lrs=(1e-3,)),
+        get_arm("pbt", num_trials=2, perturbation_interval=2, synch=True, lrs=(1e-4, 3e-3)),
+        get_arm(
+            "adalrs",
+            lrs=(1e-3,),
+            adalrs={"window": 4, "start_ratio": 0.1, "end_ratio": 0.9, "ramp_steps": 2},
+        ),
+    ]
+    sched = AdaLRSComparison(arms, total_steps=STEPS, report_every=EVERY)
+    tmp = tmp_path_factory.mktemp("ttt")
+    tuner = tune.Tuner(
+        get_trainable(ttt.NAME, cpu=0.1),
+        param_space=sched.param_space(SHARED),
+        tune_config=tune.TuneConfig(scheduler=sched, reuse_actors=True),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp),
+            name="cmp",
+            verbose=0,
+            callbacks=[ttt.TrainPlacementGroupReaper()],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        ),
     )
-    grid = get_arm("grid", lrs=(1e-3,))
-    sched = AdaLRSComparison([grid, pbt], total_steps=STEPS, report_every=EVERY)
-    reaper = ttt.TrainPlacementGroupReaper()
-    results = fit(sched, tmp_path, "grid_pbt", reaper)
+    results = tuner.fit()
+    return sched, results, tmp / "cmp", before
+
+
+@pytest.mark.slow
+def test_every_trial_reports_the_compute_of_two_workers(comparison):
+    sched, results, _, _ = comparison
     assert not results.errors
     rows = sched.results_table()
+    assert len(rows) == 4 * STEPS // EVERY
     assert (rows["tokens_done"] == EVERY * 4 * 32 * 2).all()  # global batch of 2 workers
     assert (rows["steps_done"] == EVERY).all() and (rows["worker_s_done"] > 0).all()
+    assert rows["val_loss"].notna().all()
+
+
+@pytest.mark.slow
+def test_pbt_exploit_restarts_from_the_donors_checkpoint_with_the_explored_lr(comparison):
+    sched = comparison[0]
+    rows = sched.results_table()
     (event,) = sched.exploit_log()
     mine = rows[rows["trial_id"] == event["trial_id"]]
     after = mine[mine["restart_kind"] == "exploit"].iloc[0]
-    # restarted from the donor's checkpoint of step 15, with the explored LR as its base LR
+    # the donor's checkpoint of step 15, then one more window, with the explored LR as base LR
     assert after["step"] == STEPS - 1 and after["steps_done"] == EVERY
     assert after["lr"] == pytest.approx(event["lr_after"]) != event["lr_before"]
-    table = sched.compute_table()
-    assert table.set_index("arm").loc["grid", "steps"] == STEPS
-    assert table.set_index("arm").loc["pbt", "steps"] == 2 * STEPS
-    assert table.set_index("arm").loc["pbt", "exploits"] == 1
-    # no Train run left a placement group behind; no Train checkpoint copy stayed on disk
-    assert _live_placement_groups() <= before
-    assert not list(tmp_path.glob("grid_pbt/*/train_runs/*"))
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
-def test_adalrs_events_flow_from_the_workers_to_the_comparison(ray_cluster, tmp_path):
-    adalrs = {"window": 4, "start_ratio": 0.1, "end_ratio": 0.9, "ramp_steps": 2}
-    arm = get_arm("adalrs", lrs=(1e-3,), adalrs=adalrs)
-    sched = AdaLRSComparison([arm], total_steps=STEPS, report_every=EVERY)
-    results = fit(sched, tmp_path, "adalrs")
-    assert not results.errors
-    rows = sched.results_table()
-    events = [e for cell in rows["adalrs_events"] for e in json.loads(cell)]
-    kinds = {e["kind"] for e in events}
+def test_compute_is_summed_per_arm_across_the_exploit(comparison):
+    table = comparison[0].compute_table().set_index("arm")
+    assert table.loc["grid", "steps"] == STEPS and table.loc["adalrs", "steps"] == STEPS
+    assert table.loc["pbt", "steps"] == 2 * STEPS and table.loc["pbt", "exploits"] == 1
+
+
+@pytest.mark.slow
+def test_adalrs_events_flow_from_the_workers_to_the_comparison(comparison):
+    rows = comparison[0].results_table()
+    mine = rows[rows["arm"] == "adalrs"]
+    kinds = {e["kind"] for cell in mine["adalrs_events"] for e in json.loads(cell)}
     assert {"search_start", "trial_start"} <= kinds
-    assert len(rows) == STEPS // EVERY
+    others = rows[rows["arm"] != "adalrs"]
+    assert all(json.loads(cell) == [] for cell in others["adalrs_events"])
+
+
+@pytest.mark.slow
+def test_no_placement_group_or_train_checkpoint_is_left_behind(comparison):
+    _, _, exp_dir, before = comparison
+    assert _live_placement_groups() <= before
+    assert list(exp_dir.glob("*/train_runs")) and not list(exp_dir.glob("*/train_runs/*"))
 
 
 def test_registered_without_importing_ray_train():
@@ -138,7 +156,7 @@ def test_check_train_config_rejects_bad_values(key, value, match):
 def test_check_train_config_splits_train_settings_from_the_lm_config():
     config = {"lr": 2e-3, "total_steps": 8, "report_every": 4, "adalrs": None, **SHARED}
     settings, lm = ttt.check_train_config(config)
-    assert settings["workers"] == 2 and settings["cpus_per_worker"] == 0.25
+    assert settings["workers"] == 2 and settings["cpus_per_worker"] == 0.2
     assert lm.lr == 2e-3 and lm.steps == 8 and lm.report_every == 4 and not lm.adalrs
 
 
