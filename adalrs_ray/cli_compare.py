@@ -104,7 +104,8 @@ def register(subparsers: Any) -> None:
         "--workers",
         type=int,
         default=1,
-        help="training workers per trial (1: trained in-process inside the Tune trial)",
+        help="training workers per trial: 1 trains in-process inside the Tune trial; N > 1 "
+        "launches a Ray Train TorchTrainer with N workers per trial (lm task)",
     )
     g.add_argument(
         "--address",
@@ -205,21 +206,27 @@ def resolve_preset(args: argparse.Namespace):
     )
 
 
-def _check_trial_config(preset, sched) -> None:
-    """Fail before Ray starts: the LM config of the first trial, the data path."""
+def _check_trial_config(preset, sched, trial_config: Mapping[str, Any]) -> None:
+    """Fail before Ray starts: the config of every trial, the data path."""
     if preset.task != "lm":
         from adalrs_ray.tune_trainable import _check_synthetic
 
-        slot = sched.slots()[0]
-        _check_synthetic({**preset.trial_config, **slot})
+        for slot in sched.slots():
+            _check_synthetic({**trial_config, **slot})
+        return
+    data = trial_config.get("data")
+    if data is not None and not Path(data).exists():
+        raise ValueError(f"--data {data!r} does not exist")
+    if "workers" in trial_config:
+        from adalrs_ray.tune_train_trainable import check_train_config
+
+        for slot in sched.slots():
+            check_train_config({**trial_config, **slot})
         return
     from adalrs_ray.tune_trainable import lm_config_from_trial
 
-    data = preset.trial_config.get("data")
-    if data is not None and not Path(data).exists():
-        raise ValueError(f"--data {data!r} does not exist")
     for slot in sched.slots():
-        lm_config_from_trial({**preset.trial_config, **slot}, out_dir="unused")
+        lm_config_from_trial({**trial_config, **slot}, out_dir="unused")
 
 
 def _trial_config(preset) -> dict[str, Any]:
@@ -278,8 +285,9 @@ def _cluster_cpus(ray) -> float:
 # ------------------------------------------------------------------------------ progress
 def make_progress_callback(arms: Sequence[str], totals: Mapping[str, int], every: float):
     """A Tune callback printing to stderr one line every ``every`` seconds and one per finished
-    trial: elapsed time, then per arm ``done/total`` trials, running trials and the best
-    val_loss so far, then the steps trained by all arms."""
+    trial: elapsed time, then per arm ``done+running/total`` trials and the best val_loss so
+    far, then the steps trained by all arms, e.g.
+    ``[  118s] adalrs_x0.1 0+1/1 2.2281 | grid 2+2/7 2.3407 | ... | 1,250 steps``."""
     from ray import tune
 
     class ProgressCallback(tune.Callback):
@@ -300,14 +308,14 @@ def make_progress_callback(arms: Sequence[str], totals: Mapping[str, int], every
             config = trial.config if isinstance(trial.config, Mapping) else {}
             return str(config.get("arm"))
 
-        def line(self, trials) -> str:
+        def line(self, trials, ended=None) -> str:
             done = dict.fromkeys(self.arms, 0)
             running = dict.fromkeys(self.arms, 0)
             for t in trials:
                 arm = self.arm(t)
                 if arm not in done:
                     continue
-                if t.status in ("TERMINATED", "ERROR"):
+                if t is ended or t.status in ("TERMINATED", "ERROR"):
                     done[arm] += 1
                 elif t.status == "RUNNING":
                     running[arm] += 1
@@ -315,7 +323,8 @@ def make_progress_callback(arms: Sequence[str], totals: Mapping[str, int], every
             for arm in self.arms:
                 best = self.best[arm]
                 b = "-" if math.isnan(best) else f"{best:.4f}"
-                parts.append(f"{arm} {done[arm]}/{self.totals[arm]} ({running[arm]} run) {b}")
+                run = f"+{running[arm]}" if running[arm] else ""
+                parts.append(f"{arm} {done[arm]}{run}/{self.totals[arm]} {b}")
             return " | ".join(parts) + f" | {self.steps:,.0f} steps"
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -333,10 +342,10 @@ def make_progress_callback(arms: Sequence[str], totals: Mapping[str, int], every
                 self.emit(self.line(trials))
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self.emit(f"{self.arm(trial)} {trial.trial_id} done; " + self.line(trials))
+            self.emit(f"{self.arm(trial)} {trial.trial_id} done; " + self.line(trials, trial))
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self.emit(f"{self.arm(trial)} {trial.trial_id} ERROR; " + self.line(trials))
+            self.emit(f"{self.arm(trial)} {trial.trial_id} ERROR; " + self.line(trials, trial))
 
     return ProgressCallback()
 
@@ -346,6 +355,14 @@ def _default_out(preset: str) -> str:
     import datetime as _dt
 
     return str(Path("runs") / f"compare-{preset}-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+
+
+def _load_average() -> str:
+    """The host's 1-minute load average (other jobs slow a run down), or "n/a"."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except (AttributeError, OSError):
+        return "n/a"
 
 
 def _remove_checkpoints(folder: Path) -> None:
@@ -376,12 +393,10 @@ def run_compare(
 
     if not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"--workers is {workers!r}, but must be an integer >= 1")
-    if workers > 1:
+    if workers > 1 and preset.task != "lm":
         raise ValueError(
-            f"--workers {workers}: the comparison trainables train in-process inside each Tune "
-            "trial (one worker); no Tune trainable that launches a Ray Train TorchTrainer per "
-            "trial is registered yet (adalrs_ray.tune_trainable.register_trainable, see "
-            "docs/tune.md 'Adding a trainable'); use --workers 1"
+            f"--workers {workers}: only the lm task trains on several workers (a Ray Train "
+            "TorchTrainer per trial); the sim task runs in-process, use --workers 1"
         )
     arm_objs = build_arms(preset)
     # before ray.tune is imported: Tune's console output and per-trial result files off
@@ -399,14 +414,17 @@ def run_compare(
     sched = AdaLRSComparison(
         arm_objs, total_steps=preset.total_steps, report_every=preset.report_every
     )
-    _check_trial_config(preset, sched)  # before Ray starts
     trial_config = _trial_config(preset)
+    if workers > 1:
+        trial_config["workers"] = workers
+    _check_trial_config(preset, sched, trial_config)  # before Ray starts
     labels = list(sched.arms)
     n_trials = {key: 0 for key in labels}
     for slot in sched.slots():
         n_trials[slot["arm"]] += 1
 
     t_start = time.monotonic()
+    load_start = _load_average()
     out.mkdir(parents=True, exist_ok=True)
     settings = {
         "command": command,
@@ -422,11 +440,22 @@ def run_compare(
 
     from adalrs_ray.tune_trainable import get_trainable
 
-    with _RayContext(address, cpus, dashboard=False) as ray:
+    # Train runs stopped by Tune (HyperBand, PBT) need the dashboard's state API to free
+    # their placement groups (shared RAY_NOTES); in-process trials do not
+    with _RayContext(address, cpus, dashboard=workers > 1) as ray:
         total_cpus = _cluster_cpus(ray)
         cpu = total_cpus / preset.max_concurrent
-        trainable = get_trainable("lm" if preset.task == "lm" else "synthetic", cpu=cpu)
         callbacks = []
+        if workers > 1:
+            from adalrs_ray.tune_train_trainable import NAME, TrainPlacementGroupReaper
+
+            # the trial's own process only waits on its TorchTrainer: a small fraction
+            driver_cpu = min(0.1, cpu / 2)
+            trial_config["cpus_per_worker"] = (cpu - driver_cpu) / workers
+            trainable = get_trainable(NAME, cpu=driver_cpu)
+            callbacks.append(TrainPlacementGroupReaper())
+        else:
+            trainable = get_trainable("lm" if preset.task == "lm" else "synthetic", cpu=cpu)
         if progress:
             callbacks.append(make_progress_callback(labels, n_trials, progress_every))
         logger.info(
@@ -486,6 +515,7 @@ def run_compare(
         "max concurrent trials": preset.max_concurrent,
         "Ray CPUs": ray_cpus,
         "wall time of the Tune run (s)": round(wall, 1),
+        "host load average (1 min) at start, end": f"{load_start}, {_load_average()}",
         "failed trials": len(errors),
     }
     paths = rep.write_report(

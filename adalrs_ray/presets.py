@@ -14,7 +14,7 @@ Presets (:data:`PRESETS`):
 
 * ``quick`` -- the README's main command: the tiny Qwen2 LM on the standard-library corpus, sized
   to finish in under 10 minutes on 2 cores.
-* ``paper`` -- the same task with 3x longer trials and windows (tens of minutes on 2 cores).
+* ``long`` -- the same task with 2x longer trials and 1.5x longer windows.
 * ``sim`` -- the loss simulator (:class:`adalrs_ray.simulator.LossSimulator`): seconds.
 * ``smoke`` -- the tiny LM for a handful of steps: checks the plumbing, shows nothing.
 
@@ -244,14 +244,14 @@ PRESETS: dict[str, ComparePreset] = {
             max_concurrent=4,
         ),
         ComparePreset(
-            name="paper",
-            description="tiny Qwen2 LM on the stdlib corpus, 2000-step trials, the paper's "
-            "AdaLRS settings; ~30-40 min on 2 cores",
+            name="long",
+            description="tiny Qwen2 LM on the stdlib corpus, 1200-step trials (2x quick); "
+            "about 20 min for adalrs,grid on 2 idle cores",
             task="lm",
-            total_steps=2000,
+            total_steps=1200,
             report_every=100,
             lr_ref=3e-3,
-            adalrs={"window": 50},
+            adalrs={"window": 30, "start_ratio": 0.05, "end_ratio": 0.5, "ramp_steps": 15},
             grid_points=7,
             hyperband={"num_trials": 8, "reduction_factor": 3},
             asha={"num_trials": 8, "reduction_factor": 3, "grace_period": 2},

@@ -129,7 +129,8 @@ def test_compare_tiny_lm(ray_cluster, tmp_path):
     [
         (["compare", "--arms", "adalrs,bogus"], "unknown arm(s) ['bogus']"),
         (["compare", "--arms", "grid,grid"], "name an arm twice"),
-        (["compare", "--workers", "2"], "--workers 2"),
+        (["compare", "--task", "sim", "--workers", "2"], "only the lm task"),
+        (["compare", "--workers", "0"], "--workers is 0"),
         (["compare", "--task", "sim", "--seq-len", "64"], "--seq-len only apply to the lm task"),
         (["compare", "--data", "/nonexistent/corpus"], "does not exist"),
         (["compare", "--steps", "10", "--report-every", "20"], "report_every=20 exceeds"),
