@@ -176,7 +176,7 @@ def test_quick_grid_contains_the_reference_lr():
 
 def test_overrides_merge_mappings_and_ignore_none():
     p = get_preset("quick").with_overrides(adalrs={"lam": 0.95}, total_steps=None, grid_points=3)
-    assert p.adalrs == {"window": get_preset("quick").adalrs["window"], "lam": 0.95}
+    assert p.adalrs == {**get_preset("quick").adalrs, "lam": 0.95}
     assert p.total_steps == get_preset("quick").total_steps and p.grid_points == 3
 
 
