@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -82,6 +83,8 @@ TRAIN_KEYS = (
     "on_lost_snapshot",
 )
 _POLL_S = 0.5
+# written by rank 0 into each checkpoint: where the run stands (read without loading the state)
+PROGRESS_FILE = "adalrs_tune_progress.json"
 
 
 def _is_int(v: Any) -> bool:
@@ -195,7 +198,12 @@ def lm_torchtrainer_worker_loop(config: dict[str, Any]) -> dict[str, Any]:
     store = make_snapshot_store(config.get("snapshot_store", "memory"), key=default_store_key())
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        checkpoint = None
+        if checkpoint_dir:
+            progress = {"next_step": int(trainer.step), "steps": int(trainer.cfg.steps)}
+            with open(os.path.join(checkpoint_dir, PROGRESS_FILE), "w") as f:
+                json.dump(progress, f)
+            checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
         ray.train.report(dict(metrics, **extra), checkpoint=checkpoint)
 
     def wrap(model: Any) -> Any:
@@ -319,6 +327,16 @@ def _train_storage(settings: dict[str, Any], run_name: str) -> tuple[str, Any]:
     return f"{storage.trial_fs_path}/train_runs", storage.storage_filesystem
 
 
+def _finished(checkpoint: Any) -> bool:
+    """True if the Tune checkpoint's run has no step left (its progress file says so)."""
+    try:
+        with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{PROGRESS_FILE}") as f:
+            progress = json.loads(f.read())
+    except (FileNotFoundError, OSError, ValueError):
+        return False
+    return int(progress["next_step"]) >= int(progress["steps"])
+
+
 def lm_torchtrainer_trainable(config: dict[str, Any]) -> None:
     """The LM task trained by a Ray Train V2 ``TorchTrainer`` per trial (``workers`` workers).
 
@@ -349,6 +367,11 @@ def lm_torchtrainer_trainable(config: dict[str, Any]) -> None:
 
     checkpoint = tune.get_checkpoint()
     context = tune.get_context()
+    if checkpoint is not None and _finished(checkpoint):
+        # e.g. synchronous PBT pausing or exploiting at the last report: nothing left to train,
+        # so no Train run (the in-process trainable also returns without a report here)
+        logger.info("trial %s: its checkpoint is at the end of the run", context.get_trial_id())
+        return
     run_name = f"{context.get_trial_id()}-{uuid.uuid4().hex[:8]}"  # a new Train run per start
     storage_path, storage_fs = _train_storage(settings, run_name)
     results = Queue(maxsize=1, actor_options={"num_cpus": 0})

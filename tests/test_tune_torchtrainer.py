@@ -201,3 +201,19 @@ def test_reaper_retires_a_trials_group_when_the_trial_restarts(ray_cluster):
 def test_reaper_rejects_a_negative_grace():
     with pytest.raises(ValueError, match="grace_s is -1"):
         ttt.TrainPlacementGroupReaper(grace_s=-1)
+
+
+@pytest.mark.parametrize(
+    ("progress", "finished"),
+    [
+        ({"next_step": 24, "steps": 24}, True),
+        ({"next_step": 16, "steps": 24}, False),
+        (None, False),
+    ],
+)
+def test_a_checkpoint_at_the_end_of_the_run_starts_no_train_run(tmp_path, progress, finished):
+    # synchronous PBT pauses or exploits at the last report too: restarting then must not cost
+    # a Train start (tens of seconds) for zero steps
+    if progress is not None:
+        (tmp_path / ttt.PROGRESS_FILE).write_text(json.dumps(progress))
+    assert ttt._finished(tune.Checkpoint.from_directory(str(tmp_path))) is finished
