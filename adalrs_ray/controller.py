@@ -114,6 +114,10 @@ class AdaLRSConfig:
         comparable_rtol: the reference window must have a mean loss within this relative
             distance of mean(L_new); otherwise the corner case applies: keep if mean(L_new) is
             below every history loss, backtrack if above every one, else inconclusive.
+        regress_guard: our safeguard, not in the paper: a trial whose validation mean is not
+            below the mean of the last window before the trial backtracks whatever the slopes
+            say. A too-large upscale makes the loss spike and then fall fast while it recovers;
+            that recovery would otherwise pass for a faster descent.
         reference_stride: stride of the candidate reference windows in H
             (``None``: max(1, window // 4)).
         max_history_windows: H keeps at most this many windows of losses (memory O(history)).
@@ -146,6 +150,7 @@ class AdaLRSConfig:
     error_factor: float = 1.0
     error_floor: float = 0.0
     comparable_rtol: float = 0.05
+    regress_guard: bool = True
     reference_stride: int | None = None
     max_history_windows: int = 16
     snapshot_policy: str = "windows"
@@ -682,6 +687,7 @@ class AdaLRS:
             "i": 0,
             "n": self.config.ramp_len,
             "hist_max": max(self._hist_y),
+            "l_before": sum(list(self._hist_y)[-self._k :]) / self._k,
             "early_stop": False,
         }
         self._phase = "ramp"
@@ -756,8 +762,10 @@ class AdaLRS:
             "v_ref": v_ref,
             "l_new": l_new,
             "l_ref": mean_ref,
+            "l_before": tr["l_before"],
             "trial_start": tr["start_step"],
             "early_stop": tr["early_stop"],
+            "regressed": False,
         }
         if abs(mean_ref - l_new) > c.comparable_rtol * abs(l_new):
             # corner case of the paper: no window of H at a comparable loss level
@@ -783,6 +791,11 @@ class AdaLRS:
                 verdict = "backtrack"
             else:
                 verdict = "inconclusive"
+        if c.regress_guard and verdict != "backtrack" and l_new >= tr["l_before"]:
+            # our safeguard: a trial whose losses end no lower than the window before it made
+            # things worse, whatever its slope says (a spike recovering looks fast)
+            verdict = "backtrack"
+            info["regressed"] = True
         if verdict == "backtrack":
             return self._fail_trial(step, emitted, reason="slower", **info)
         s0 = tr["s0"]

@@ -219,7 +219,7 @@ def test_without_relaxation_a_slow_decay_never_triggers():
 # ---------------------------------------------------------------- validation
 def test_faster_validation_at_a_comparable_loss_keeps_the_upscale():
     ctl = start_trial()
-    d = run_trial(ctl, line(5.85, 0.2))  # mean 4.95 == mean of W2; v_new 0.2 > 0.1
+    d = run_trial(ctl, line(5.7, 0.2))  # mean 4.8, 3% from W2's 4.95; v_new 0.2 > 0.1
     assert d[-1].action is Action.CONTINUE
     ev = ctl.events[-1]
     assert ev["kind"] == "keep" and not ev["corner_case"]
@@ -241,7 +241,7 @@ def test_slower_validation_backtracks_and_downscales():
 def test_inconclusive_validation_returns_to_the_old_scale_and_relaxes_theta():
     ctl = start_trial(error_bound=0.2)
     theta = ctl.theta
-    d = run_trial(ctl, line(5.85, 0.2))  # |0.2 - 0.1| <= 2e = 0.4
+    d = run_trial(ctl, line(5.7, 0.2))  # |0.2 - 0.1| <= 2e = 0.4
     assert d[-1].action is Action.CONTINUE
     assert ctl.events[-1]["kind"] == "inconclusive"
     assert ctl.scale == 1.0
@@ -262,12 +262,23 @@ def test_corner_case_without_a_comparable_window(validation, kind, action):
     assert ctl.events[-1]["kind"] == kind and ctl.events[-1]["corner_case"]
 
 
+@pytest.mark.parametrize("guard, kind", [(True, "backtrack"), (False, "keep")])
+def test_regress_guard_backtracks_a_fast_recovery_from_a_spike(guard, kind):
+    ctl = start_trial(regress_guard=guard)
+    # falls twice as fast as the reference, but from a spike: mean 5.05 > 4.95 before the trial
+    d = run_trial(ctl, line(5.95, 0.2))
+    ev = ctl.events[-1]
+    assert ev["kind"] == kind and ev["regressed"] is guard
+    assert ev["l_before"] == pytest.approx(4.95)
+    assert (d[-1].action is Action.RESTORE) is guard
+
+
 def test_error_bound_is_estimated_from_the_slope_standard_error():
     ctl = start_trial()
-    noisy = [x + (0.05 if i % 2 else -0.05) for i, x in enumerate(line(5.85, 0.2))]
+    noisy = [x + (0.05 if i % 2 else -0.05) for i, x in enumerate(line(5.7, 0.2))]
     run_trial(ctl, noisy)
     ev = ctl.events[-1]
-    resid = [x - (5.85 - 0.2 * i) for i, x in enumerate(noisy)]
+    resid = [x - (5.7 - 0.2 * i) for i, x in enumerate(noisy)]
     # standard error of a least-squares slope over k equally spaced points
     n = K
     mean_x = (n - 1) / 2
@@ -278,7 +289,7 @@ def test_error_bound_is_estimated_from_the_slope_standard_error():
 
 def test_min_and_max_scale_clamp_the_multiplier():
     ctl = start_trial(max_scale=2.0)
-    run_trial(ctl, line(5.85, 0.2))
+    run_trial(ctl, line(5.7, 0.2))
     assert ctl.scale == 2.0
 
 
@@ -429,7 +440,7 @@ def test_load_state_dict_rejects_another_version_config_or_corruption():
 
 
 def test_replay_matches_observing_step_by_step():
-    stream = W1 + W2 + [4.4] * K + line(5.85, 0.2)
+    stream = W1 + W2 + [4.4] * K + line(5.7, 0.2)
     a = replay(cfg(), stream)
     b = AdaLRS(cfg())
     feed(b, stream, 0)
