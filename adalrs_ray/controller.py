@@ -118,6 +118,11 @@ class AdaLRSConfig:
             below the mean of the last window before the trial backtracks whatever the slopes
             say. A too-large upscale makes the loss spike and then fall fast while it recovers;
             that recovery would otherwise pass for a faster descent.
+        reference_excludes_trigger: optional (off by default, as in the paper): search the
+            reference window in H without the window that triggered the trial (kept when H
+            holds only that window). That window was selected for its low, noisy slope; as the
+            reference it biases the validation toward keeping upscales. On the simulator it
+            centres the LR found better but costs more backtracks.
         reference_stride: stride of the candidate reference windows in H
             (``None``: max(1, window // 4)).
         max_history_windows: H keeps at most this many windows of losses (memory O(history)).
@@ -151,6 +156,7 @@ class AdaLRSConfig:
     error_floor: float = 0.0
     comparable_rtol: float = 0.05
     regress_guard: bool = True
+    reference_excludes_trigger: bool = False
     reference_stride: int | None = None
     max_history_windows: int = 16
     snapshot_policy: str = "windows"
@@ -688,6 +694,7 @@ class AdaLRS:
             "n": self.config.ramp_len,
             "hist_max": max(self._hist_y),
             "l_before": sum(list(self._hist_y)[-self._k :]) / self._k,
+            "exclude_from": len(self._hist_y) - self._k,
             "early_stop": False,
         }
         self._phase = "ramp"
@@ -755,7 +762,14 @@ class AdaLRS:
             return Action.CONTINUE
         v_new, se_new = self._val.velocity()
         l_new = self._val.mean
-        cands = _window_stats(list(self._hist_x), list(self._hist_y), self._k, c.stride)
+        hist_x, hist_y = list(self._hist_x), list(self._hist_y)
+        if c.reference_excludes_trigger and tr.get("exclude_from") is not None:
+            # the window that triggered the trial was picked for its low slope: reusing it as
+            # the reference would bias validation toward keeping the upscale
+            cut = len(hist_x) - self._k
+            if cut >= self._k:
+                hist_x, hist_y = hist_x[:cut], hist_y[:cut]
+        cands = _window_stats(hist_x, hist_y, self._k, c.stride)
         mean_ref, v_ref, se_ref, _ = min(cands, key=lambda r: abs(r[0] - l_new))
         info = {
             "v_new": v_new,

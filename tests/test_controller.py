@@ -273,6 +273,18 @@ def test_regress_guard_backtracks_a_fast_recovery_from_a_spike(guard, kind):
     assert (d[-1].action is Action.RESTORE) is guard
 
 
+@pytest.mark.parametrize("exclude", [True, False])
+def test_reference_can_exclude_the_window_that_triggered_the_trial(exclude):
+    ctl = AdaLRS(cfg(reference_excludes_trigger=exclude))
+    w2, w3 = line(15.0, 0.48), line(10.5, 0.1)  # 0.48 > 0.9 * 0.5: only w3 triggers
+    feed(ctl, line(20.0, 0.5) + w2 + w3, 0)
+    assert ctl.phase == "ramp" and ctl.events[-1]["step"] == 29
+    feed(ctl, [9.5] * K, 30)
+    feed(ctl, line(10.5, 0.1), 40)  # the level of w3, the trigger window
+    expected = sum(w2 if exclude else w3) / K
+    assert ctl.events[-1]["l_ref"] == pytest.approx(expected)
+
+
 def test_error_bound_is_estimated_from_the_slope_standard_error():
     ctl = start_trial()
     noisy = [x + (0.05 if i % 2 else -0.05) for i, x in enumerate(line(5.7, 0.2))]
