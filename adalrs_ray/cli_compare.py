@@ -449,9 +449,13 @@ def run_compare(
         if workers > 1:
             from adalrs_ray.tune_train_trainable import NAME, TrainPlacementGroupReaper
 
-            # the trial's own process only waits on its TorchTrainer: a small fraction
-            driver_cpu = min(0.1, cpu / 2)
-            trial_config["cpus_per_worker"] = (cpu - driver_cpu) / workers
+            # Tune admits a trial by its own process's reservation only, and its TorchTrainer
+            # asks for the workers' placement group once running: half of a trial's share for
+            # the (idle) trial process caps the trials at --max-concurrent, and the other half
+            # for the workers makes every admitted trial's group fit (with a small reservation
+            # for the trial process, admitted trials took all CPUs and no group fitted: a hang)
+            driver_cpu = cpu / 2
+            trial_config["cpus_per_worker"] = cpu / 2 / workers
             trainable = get_trainable(NAME, cpu=driver_cpu)
             callbacks.append(TrainPlacementGroupReaper())
         else:

@@ -228,7 +228,7 @@ PRESETS: dict[str, ComparePreset] = {
     for p in (
         ComparePreset(
             name="quick",
-            description="tiny Qwen2 LM on the stdlib corpus, 600-step trials; < 10 min on 2 cores",
+            description="tiny Qwen2 LM on the stdlib corpus, 21 trials of 600 steps, sized for 2 cores",
             task="lm",
             total_steps=600,
             report_every=50,
@@ -245,8 +245,7 @@ PRESETS: dict[str, ComparePreset] = {
         ),
         ComparePreset(
             name="long",
-            description="tiny Qwen2 LM on the stdlib corpus, 1200-step trials (2x quick); "
-            "about 20 min for adalrs,grid on 2 idle cores",
+            description="tiny Qwen2 LM on the stdlib corpus, trials of 1200 steps (2x quick)",
             task="lm",
             total_steps=1200,
             report_every=100,
@@ -261,7 +260,7 @@ PRESETS: dict[str, ComparePreset] = {
         ),
         ComparePreset(
             name="sim",
-            description="loss simulator with a known optimum LR (1e-3); seconds",
+            description="loss simulator with a known optimum LR (1e-3): Tune overhead only",
             task="sim",
             total_steps=4000,
             report_every=200,
