@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -545,16 +546,19 @@ def headline(summary, threshold: str = "within_2pct") -> str:
         f"{'arm':<14} {'best val':>9} {'steps to ' + threshold:>22} {'x full run':>10} "
         f"{'x grid':>7} {'total x full':>12}"
     ]
+    has_grid = "grid" in set(summary["arm"])
     for _, row in summary.iterrows():
         steps = row.get(f"steps_to_{threshold}")
 
         def f(v, fmt):
-            return "never" if v is None or not math.isfinite(v) else format(v, fmt)
+            if v is None:  # no such column (e.g. no grid arm)
+                return "-"
+            return "never" if not math.isfinite(v) else format(v, fmt)
 
         lines.append(
             f"{row['arm']:<14} {f(row['best_final_val_loss'], '.4f'):>9} "
             f"{f(steps, ',.0f'):>22} {f(row.get(f'full_runs_to_{threshold}'), '.2f'):>10} "
-            f"{f(row.get(f'grid_frac_to_{threshold}'), '.2f'):>7} "
+            f"{f(row.get(f'grid_frac_to_{threshold}') if has_grid else None, '.2f'):>7} "
             f"{f(row.get('total_full_runs'), '.2f'):>12}"
         )
     return "\n".join(lines)
@@ -567,7 +571,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError(f"--cpus is {args.cpus}, but must be > 0")
     preset = resolve_preset(args)
     out = args.out or _default_out(preset.name)
-    command = "adalrs-ray compare " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
+    if sys.argv[1:2] == ["compare"]:  # the console script: record its command line
+        command = shlex.join(["adalrs-ray", *sys.argv[1:]])
+    else:  # called in-process (tests, notebooks): the resolved settings are in CONFIG_FILE
+        command = f"adalrs-ray compare --preset {preset.name} ... (in-process; see {CONFIG_FILE})"
     result = run_compare(
         preset,
         out,
@@ -577,7 +584,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         progress_every=args.progress_every,
         progress=not args.quiet,
         keep_checkpoints=args.keep_checkpoints,
-        command=command or f"adalrs-ray compare --preset {preset.name}",
+        command=command,
     )
     print(headline(result["summary"]))
     print(

@@ -183,3 +183,21 @@ def test_overrides_merge_mappings_and_ignore_none():
 def test_unknown_preset_is_a_value_error():
     with pytest.raises(ValueError, match="valid presets"):
         get_preset("huge")
+
+
+def test_headline_says_never_and_dash_without_a_grid():
+    from adalrs_ray.cli_compare import headline
+
+    summary = pd.DataFrame(
+        {
+            "arm": ["adalrs_x0.1", "pbt"],
+            "best_final_val_loss": [2.0, 2.1],
+            "steps_to_within_2pct": [600.0, float("nan")],
+            "full_runs_to_within_2pct": [1.0, float("nan")],
+            "grid_frac_to_within_2pct": [float("nan"), float("nan")],
+            "total_full_runs": [1.0, 4.0],
+        }
+    )
+    lines = headline(summary).splitlines()
+    assert lines[1].split() == ["adalrs_x0.1", "2.0000", "600", "1.00", "-", "1.00"]
+    assert lines[2].split() == ["pbt", "2.1000", "never", "never", "-", "4.00"]
