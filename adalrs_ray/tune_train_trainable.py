@@ -341,8 +341,10 @@ def lm_torchtrainer_trainable(config: dict[str, Any]) -> None:
     """The LM task trained by a Ray Train V2 ``TorchTrainer`` per trial (``workers`` workers).
 
     A Tune function trainable following the comparison contract (docs/tune.md), registered as
-    ``"lm_torchtrainer"`` (``get_trainable("lm_torchtrainer", cpu=0.1)``: the trial's own process
-    only waits, give it a small CPU fraction; the workers reserve ``cpus_per_worker`` each).
+    ``"lm_torchtrainer"``. ``get_trainable("lm_torchtrainer", cpu=c)``: the trial's own process
+    only waits, but Tune admits trials by ``c`` alone while the workers reserve
+    ``cpus_per_worker`` each in their own placement group once the trial runs; choose ``c`` so
+    that no more trials are admitted than worker groups fit (docs/tune.md, Resources).
     Config keys: see :func:`check_train_config`. Each report is rank 0's window metrics (keys of
     docs/design.md; ``worker_s_done`` = wall seconds x workers) plus ``world_size`` and
     :data:`PLACEMENT_GROUP_METRIC`, with the LM checkpoint of that step as the trial's Tune
