@@ -358,6 +358,20 @@ def _default_out(preset: str) -> str:
     return str(Path("runs") / f"compare-{preset}-{_dt.datetime.now():%Y%m%d-%H%M%S}")
 
 
+def train_trial_cpus(total_cpus: float, max_concurrent: int, workers: int) -> tuple[float, float]:
+    """``(trial process CPUs, CPUs per Train worker)`` for trials that each run a TorchTrainer.
+
+    Tune admits a trial by its own process's CPU reservation only; its TorchTrainer then asks
+    for the workers' placement group. With m = ``max_concurrent`` and T = ``total_cpus``, a trial
+    process reserving d = T/(m + 0.5) > T/(m+1) caps the running trials at m, and workers
+    reserving (T/m - d) per trial in all always fit beside them. (A small d admitted more trials
+    than the workers' groups could fit: every trial waited for its group, a hang.) Reservations
+    are logical: the waiting trial process uses no CPU, the workers use what they need.
+    """
+    driver = total_cpus / (max_concurrent + 0.5)
+    return driver, (total_cpus / max_concurrent - driver) / workers
+
+
 def _load_average() -> str:
     """The host's 1-minute load average (other jobs slow a run down), or "n/a"."""
     try:
@@ -450,13 +464,9 @@ def run_compare(
         if workers > 1:
             from adalrs_ray.tune_train_trainable import NAME, TrainPlacementGroupReaper
 
-            # Tune admits a trial by its own process's reservation only, and its TorchTrainer
-            # asks for the workers' placement group once running: half of a trial's share for
-            # the (idle) trial process caps the trials at --max-concurrent, and the other half
-            # for the workers makes every admitted trial's group fit (with a small reservation
-            # for the trial process, admitted trials took all CPUs and no group fitted: a hang)
-            driver_cpu = cpu / 2
-            trial_config["cpus_per_worker"] = cpu / 2 / workers
+            driver_cpu, trial_config["cpus_per_worker"] = train_trial_cpus(
+                total_cpus, preset.max_concurrent, workers
+            )
             trainable = get_trainable(NAME, cpu=driver_cpu)
             callbacks.append(TrainPlacementGroupReaper())
         else:

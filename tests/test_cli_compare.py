@@ -201,3 +201,16 @@ def test_headline_says_never_and_dash_without_a_grid():
     lines = headline(summary).splitlines()
     assert lines[1].split() == ["adalrs_x0.1", "2.0000", "600", "1.00", "-", "1.00"]
     assert lines[2].split() == ["pbt", "2.1000", "never", "never", "-", "4.00"]
+
+
+@pytest.mark.parametrize("cpus", [2.0, 8.0, 64.0])
+@pytest.mark.parametrize("max_concurrent", [1, 2, 4, 7])
+@pytest.mark.parametrize("workers", [2, 4])
+def test_train_trial_cpus_cap_trials_and_fit_their_workers(cpus, max_concurrent, workers):
+    from adalrs_ray.cli_compare import train_trial_cpus
+
+    driver, per_worker = train_trial_cpus(cpus, max_concurrent, workers)
+    assert driver > 0 and per_worker > 0
+    assert (max_concurrent + 1) * driver > cpus  # Tune cannot admit one trial more
+    # the admitted trials' processes and all their workers fit in the cluster
+    assert max_concurrent * (driver + workers * per_worker) <= cpus * (1 + 1e-12)
