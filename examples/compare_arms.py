@@ -6,7 +6,7 @@ arms search the same range [lr_ref/10, lr_ref*10] the usual way. The composite s
 ``AdaLRSComparison`` runs all of them in one Tuner and counts the compute each arm spends; the
 report says how much each needed to come within 1/2/5% of the best loss any arm found.
 
-    python examples/compare_arms.py --out runs/example              # tiny Qwen2 LM, minutes
+    python examples/compare_arms.py --out runs/example              # tiny Qwen2 LM, 15 x 300 steps
     python examples/compare_arms.py --smoke-test --out /tmp/example   # loss simulator, seconds
 
 Uses an already initialised Ray (``ray.is_initialized()``) as is; otherwise starts a local one
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
         sizes = {"grid": 3, "hyperband": 2, "pbt": 2}
     else:  # the tiny Qwen2 LM on the standard-library corpus (docs/lm_task.md)
         trainable, lr_ref, total_steps, report_every, window = "lm", 3e-3, 300, 25, 15
-        shared = {"preset": "tiny", "seq_len": 128, "batch_size": 16, "eval_batches": 4}
+        shared = {"preset": "tiny", "seq_len": 64, "batch_size": 16, "eval_batches": 4}
         shared.update(schedule="cosine", num_threads=1, device="cpu")
         sizes = {"grid": 5, "hyperband": 5, "pbt": 4}
     lo, hi = lr_ref / 10, lr_ref * 10
