@@ -401,7 +401,8 @@ def run_compare(
     """Run the comparison described by ``preset`` and write its report into ``out``.
 
     Returns ``{"paths": write_report's paths, "summary": per-arm summary DataFrame,
-    "errors": [str], "wall_s": float}``. Raises ``ValueError`` for bad settings (before any
+    "errors": [str], "unfinished": number of trials that did not finish (an interrupted run:
+    Ctrl-C stops Tune, the report covers what ran), "wall_s": float}``. Raises ``ValueError`` for bad settings (before any
     trial starts) and when the run produced no result to report.
     """
     from adalrs_ray.presets import adalrs_label, build_arms
@@ -504,6 +505,10 @@ def run_compare(
     errors = [f"{r.metrics.get('trial_id', '?')}: {r.error}" for r in results if r.error]
     if errors:
         logger.warning("%d trial(s) failed; first: %s", len(errors), str(errors[0])[:500])
+    status = sched.compute_table("trial")["status"]
+    unfinished = int(status.isin(["pending", "running", "paused"]).sum())
+    if unfinished:  # Ctrl-C: Tune stops, the report covers what ran
+        logger.warning("%d trial(s) did not finish (interrupted?): a partial report", unfinished)
     if not keep_checkpoints:
         _remove_checkpoints(tune_dir)
 
@@ -547,7 +552,13 @@ def run_compare(
         baseline_steps=preset.total_steps,
         grid_arm="grid" if "grid" in labels else None,
     )
-    return {"paths": paths, "summary": summary, "errors": errors, "wall_s": wall}
+    return {
+        "paths": paths,
+        "summary": summary,
+        "errors": errors,
+        "unfinished": unfinished,
+        "wall_s": wall,
+    }
 
 
 def headline(summary, threshold: str = "within_2pct") -> str:
@@ -598,10 +609,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     print(headline(result["summary"]))
     print(
-        f"{len(result['errors'])} failed trial(s); wall {result['wall_s']:.0f} s -> "
+        f"{len(result['errors'])} failed, {result['unfinished']} unfinished trial(s); "
+        f"wall {result['wall_s']:.0f} s -> "
         f"{result['paths']['markdown']}, {result['paths']['html']}"
     )
-    return 1 if result["errors"] else 0
+    return 1 if result["errors"] or result["unfinished"] else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
