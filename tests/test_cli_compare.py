@@ -136,6 +136,9 @@ def test_compare_tiny_lm(ray_cluster, tmp_path):
         (["compare", "--steps", "10", "--report-every", "20"], "report_every=20 exceeds"),
         (["compare", "--adalrs-starts", "0"], "adalrs_starts"),
         (["compare", "--adalrs-opt", "lam"], "KEY=VALUE"),
+        (["compare", "--adalrs-opt", "alpha=0.5"], "alpha"),
+        (["compare", "--window", "500"], "window"),
+        (["compare", "--max-concurrent", "0"], "max_concurrent is 0"),
         (["report", "/nonexistent/dir"], "does not exist"),
     ],
 )
