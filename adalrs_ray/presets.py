@@ -12,10 +12,11 @@ the size of each arm. AdaLRS runs one arm per starting LR multiple (``adalrs_sta
 
 Presets (:data:`PRESETS`):
 
-* ``quick`` -- the README's main command: the tiny Qwen2 LM on the standard-library corpus, sized
-  to finish in under 10 minutes on 2 cores.
+* ``quick`` -- the README's main command: the tiny Qwen2 LM on the standard-library corpus, 21
+  trials of 600 steps; 4 min 18 s end to end on 2 cores (measured, docs/compare.md).
 * ``long`` -- the same task with 2x longer trials and 1.5x longer windows.
-* ``sim`` -- the loss simulator (:class:`adalrs_ray.simulator.LossSimulator`): seconds.
+* ``sim`` -- the loss simulator (:class:`adalrs_ray.simulator.LossSimulator`): no training
+  cost, Tune's overhead only.
 * ``smoke`` -- the tiny LM for a handful of steps: checks the plumbing, shows nothing.
 
 Example::
