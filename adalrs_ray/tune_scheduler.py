@@ -462,7 +462,31 @@ class AdaLRSComparison(TrialScheduler):
                 return trial
             if pending is None and trial.status == Trial.PENDING:
                 pending = trial
+        if pending is None:
+            return self._orphan_paused_trial(tune_controller)
         return pending
+
+    def _orphan_paused_trial(self, tune_controller) -> Trial | None:
+        """A PAUSED trial that no sub-scheduler will ever resume, when nothing else can run.
+
+        Tune's synchronous HyperBand can leave a trial PAUSED when it was still saving while its
+        bracket finished; Tune then loops forever, since a PAUSED trial resumes only when a
+        scheduler returns it. Once no trial is RUNNING or PENDING, no peer can arrive, so the
+        trial is resumed: it trains on and its own scheduler decides again at its next result.
+        """
+        trials = tune_controller.get_trials()
+        if any(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials):
+            return None
+        for trial in trials:
+            if trial.status == Trial.PAUSED:
+                logger.warning(
+                    "resuming trial %s (arm %s): PAUSED with nothing left running and its "
+                    "scheduler will not resume it; without this Tune would wait forever",
+                    trial.trial_id,
+                    getattr(self._trials.get(trial.trial_id), "arm", "?"),
+                )
+                return trial
+        return None
 
     def debug_string(self) -> str:
         lines = ["AdaLRSComparison:"]

@@ -267,6 +267,20 @@ def test_choose_trial_to_run_prefers_a_paused_trial_a_sub_wants_resumed():
     assert sched.choose_trial_to_run(ctl) is g
 
 
+def test_a_paused_trial_no_scheduler_resumes_is_resumed_once_nothing_else_can_run():
+    """Tune's HyperBand can leave a trial PAUSED after its bracket finished: without this the
+    run waits forever."""
+    sched = small(arms=[get_arm("grid", num_trials=2)])
+    ctl = FakeController(sched)
+    a, b = ctl.add_slots()
+    sched.sub_scheduler("grid").choose_trial_to_run = lambda view: None  # like HyperBand's
+    a.set_status(Trial.TERMINATED)
+    b.set_status(Trial.PAUSED)
+    assert sched.choose_trial_to_run(ctl) is b
+    a.set_status(Trial.RUNNING)  # while another trial runs, waiting is legitimate
+    assert sched.choose_trial_to_run(ctl) is None
+
+
 def test_asha_stops_a_worse_trial_at_a_rung():
     asha = get_arm("asha", num_trials=3, grace_period=1, reduction_factor=2, max_t=4)
     sched = small(arms=[asha])
