@@ -210,10 +210,10 @@ def resolve_preset(args: argparse.Namespace):
 def _check_trial_config(preset, sched, trial_config: Mapping[str, Any]) -> None:
     """Fail before Ray starts: the config of every trial, the data path."""
     if preset.task != "lm":
-        from adalrs_ray.tune_trainable import _check_synthetic
+        from adalrs_ray.tune_trainable import check_synthetic_config
 
         for slot in sched.slots():
-            _check_synthetic({**trial_config, **slot})
+            check_synthetic_config({**trial_config, **slot})
         return
     data = trial_config.get("data")
     if data is not None and not Path(data).exists():
