@@ -458,7 +458,13 @@ def lm_torchtrainer_trainable(config: dict[str, Any]) -> None:
             fs, base = pyarrow.fs.FileSystem.from_uri(storage_path)
         else:
             base = storage_path
-        _delete(fs, f"{base}/{run_name}")  # every checkpoint reported is in Tune's storage
+        # every checkpoint reported is in Tune's storage. Remove this start's Train run and any
+        # left by earlier starts of this trial: a Train controller killed on PAUSE can still
+        # write a checkpoint after its start removed its own run (seen in a CI run)
+        try:
+            fs.delete_dir_contents(base, missing_dir_ok=True)
+        except OSError as exc:  # never fail a trial over a leftover Train checkpoint
+            logger.warning("could not clean %s (run %s): %s", base, run_name, exc)
 
 
 # ---------------------------------------------------------------------- placement-group reaper
