@@ -28,8 +28,9 @@ def main() -> None:
     losses = [sim.step(sim.lr_opt * 0.2) for _ in range(args.steps)]
     per_call, baseline = [], []
     for _ in range(args.repeats):
-        ctl = AdaLRS(AdaLRSConfig(total_steps=args.steps, window=args.window,
-                                  start_ratio=0.0, end_ratio=1.0))
+        ctl = AdaLRS(
+            AdaLRSConfig(total_steps=args.steps, window=args.window, start_ratio=0.0, end_ratio=1.0)
+        )
         observe = ctl.observe
         t0 = time.perf_counter()
         for t, loss in enumerate(losses):
@@ -44,8 +45,10 @@ def main() -> None:
         trials = sum(e["kind"] == "trial_start" for e in ctl.events)
     obs = statistics.median(per_call)
     base = statistics.median(baseline)
-    print(f"observe: {obs * 1e6:.2f} us per call (median of {args.repeats} runs of "
-          f"{args.steps} steps, window {args.window}, {trials} trials per run)")
+    print(
+        f"observe: {obs * 1e6:.2f} us per call (median of {args.repeats} runs of "
+        f"{args.steps} steps, window {args.window}, {trials} trials per run)"
+    )
     print(f"baseline list.append: {base * 1e6:.3f} us per call")
     print(f"ratio observe / append: {obs / base:.1f}x   goal: observe < 5 us")
 
