@@ -59,6 +59,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from adalrs_ray import _tune_adapter as adapter
+from adalrs_ray.report import REQUIRED_COLUMNS
 from search_algos import ARMS, DEFAULT_ARMS, Arm, get_arm
 from search_algos.base import SLOT_KEYS
 
@@ -69,30 +70,9 @@ COMPARISON_FILE = "adalrs_comparison.json"
 LOG_VERSION = 1
 INCREMENT_KEYS = ("steps_done", "tokens_done", "worker_s_done")
 
-# The tidy results table (docs/design.md), then the scheduler's own columns.
-RESULT_COLUMNS = (
-    "arm",
-    "trial_id",
-    "status",
-    "lr0",
-    "iteration",
-    "step",
-    "loss",
-    "val_loss",
-    "lr",
-    "scale",
-    "steps_done",
-    "tokens_done",
-    "worker_s_done",
-    "cum_steps",
-    "cum_tokens",
-    "cum_worker_s",
-    "arm_cum_steps",
-    "arm_cum_tokens",
-    "arm_cum_worker_s",
-    "wall_s",
-    "adalrs_events",
-)
+# The tidy results table (docs/design.md) is the report's contract; the scheduler's own
+# columns follow it.
+RESULT_COLUMNS = REQUIRED_COLUMNS
 EXTRA_COLUMNS = (
     "slot",
     "metric",
