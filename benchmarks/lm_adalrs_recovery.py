@@ -51,9 +51,12 @@ def main() -> None:
         help="best LR of the cosine grid (docs/lm_task.md)",
     )
     p.add_argument("--factor", type=float, default=10.0, help="starts at lr_grid / f and f x")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--window", type=int, default=40)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--window", type=int, default=100)
     p.add_argument("--schedule", default="cosine")
+    p.add_argument(
+        "--warmup", type=int, default=150, help="warmup steps of the base schedule (all runs)"
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
@@ -63,14 +66,15 @@ def main() -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="another AdaLRSConfig field (JSON value), repeatable",
+        help="another AdaLRSConfig field (JSON value), repeatable; default: "
+        "start_ratio=0.05 end_ratio=0.5",
     )
     p.add_argument("--out", default="runs/lm_adalrs_recovery")
     args = p.parse_args()
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    options = {}
+    options = {"start_ratio": 0.05, "end_ratio": 0.5}
     for item in args.adalrs_opt:
         key, _, value = item.partition("=")
         options[key] = json.loads(value)
@@ -87,6 +91,7 @@ def main() -> None:
                 lr=lr,
                 steps=args.steps,
                 schedule=args.schedule,
+                warmup_steps=args.warmup,
                 batch_size=args.batch_size,
                 seq_len=args.seq_len,
                 seed=args.seed,
@@ -129,8 +134,9 @@ def main() -> None:
         )
     (out / "summary.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
     lines = [
-        f"tiny Qwen2, {args.schedule}, {args.steps} steps, batch {args.batch_size}x"
-        f"{args.seq_len}, window {args.window}, lr_grid {args.lr_grid:g}",
+        f"tiny Qwen2, {args.schedule} (warmup {args.warmup}), {args.steps} steps, batch {args.batch_size}x"
+        f"{args.seq_len}, window {args.window}, lr_grid {args.lr_grid:g}, AdaLRS options "
+        f"{json.dumps(options)}",
         "",
         "| start | start LR | AdaLRS found (peak LR) | found / lr_grid | val loss AdaLRS | "
         "val loss same start, no AdaLRS | within 3x | better |",

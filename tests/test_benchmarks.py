@@ -1,0 +1,39 @@
+"""The LM benchmark scripts run end to end at toy sizes (their figures come from full runs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_lm_adalrs_recovery_writes_its_table_summary_and_plot(tmp_path):
+    out = tmp_path / "recovery"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "lm_adalrs_recovery.py"),
+            "--steps", "24", "--window", "3", "--warmup", "2", "--batch-size", "2",
+            "--seq-len", "16", "--procs", "1", "--adalrs-opt", "end_ratio=0.6",
+            "--out", str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["args"]["warmup"] == 2
+    assert [r["start"] for r in summary["rows"]] == ["x1/10", "x10"]
+    for row in summary["rows"]:
+        assert row["found_lr"] == row["start_lr"] * row["final_scale"]
+        assert row["better"] == (row["val_adalrs"] < row["val_fixed"])
+    table = (out / "table.md").read_text()
+    assert "warmup 2" in table and '"end_ratio": 0.6' in table and '"start_ratio": 0.05' in table
+    assert (out / "lr_trajectories.png").stat().st_size > 0
+    for name in ("x1_10_adalrs", "x1_10_fixed", "x10_adalrs", "x10_fixed"):
+        assert (out / name / "metrics.parquet").is_file()
