@@ -181,6 +181,7 @@ def _plot(out: Path, jobs: dict, starts: dict, args) -> None:
                     axes[0].plot(e["step"], y, marker, color="k", ms=8)
     axes[0].axhline(args.lr_grid, color="gray", lw=0.8, ls="--", label="lr_grid")
     axes[0].set_yscale("log")
+    axes[0].set_ylim(bottom=min(starts.values()) / 30)  # the schedule's decay to 0 off-axis
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("effective LR (^ kept upscale, x backtrack)")
     axes[1].set_xlabel("step")
