@@ -57,6 +57,7 @@ __all__ = [
     "PendingMean",
     "SnapshotLostError",
     "lm_train_loop_per_worker",
+    "run_lm_worker",
     "make_snapshot_store",
     "reduce_mean",
     "reduce_mean_async",
@@ -624,6 +625,31 @@ def lm_train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     snapshot are every rank's) at every report, and resumes from ``ray.train.get_checkpoint()``.
     Returns the LM summary (rank 0's becomes ``Result.return_value``).
     """
+    return run_lm_worker(config)
+
+
+def run_lm_worker(
+    config: dict[str, Any],
+    *,
+    fallback_checkpoint: Any = None,
+    extra_metrics: dict[str, Any] | None = None,
+    on_checkpoint: Callable[[Any, str], None] | None = None,
+) -> dict[str, Any]:
+    """The body of an LM ``train_loop_per_worker``, for loops that add to it (the Tune trial
+    that launches a TorchTrainer uses it; :func:`lm_train_loop_per_worker` is it bare).
+
+    Args:
+        config: as for :func:`lm_train_loop_per_worker`.
+        fallback_checkpoint: a ``ray.train.Checkpoint`` to resume from when this Train run has
+            none of its own (``ray.train.get_checkpoint()`` is None), e.g. a Tune trial's.
+        extra_metrics: added to every report.
+        on_checkpoint: ``f(trainer, checkpoint_dir)``, called on rank 0 before a checkpoint
+            directory is reported (to add files to it).
+
+    After a resume, ``config["lm"]["lr"]`` becomes the base LR again
+    (:meth:`~train_loops.lm.LMTrainer.set_base_lr`: PBT's explore changes it between
+    restarts). The snapshot store is cleared on a fresh start (no Train checkpoint) and at the end.
+    """
     import ray.train
     import ray.train.torch
 
@@ -632,15 +658,18 @@ def lm_train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     cfg = LMConfig.from_dict(dict(config["lm"]))
+    lr = float(cfg.lr)
+    extra = dict(extra_metrics or {}, world_size=world_size)
     store = make_snapshot_store(config.get("snapshot_store", "memory"), key=default_store_key())
-    tmp_out = None
-    if cfg.out_dir is None:  # rank 0 writes its reported checkpoints somewhere first
-        tmp_out = tempfile.TemporaryDirectory(prefix="adalrs_lm_")
-        cfg = dataclasses.replace(cfg, out_dir=tmp_out.name)
+    trainer = None
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(dict(metrics, world_size=world_size), checkpoint=checkpoint)
+        checkpoint = None
+        if checkpoint_dir:
+            if on_checkpoint is not None:
+                on_checkpoint(trainer, checkpoint_dir)
+            checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
+        ray.train.report(dict(metrics, **extra), checkpoint=checkpoint)
 
     def wrap(model: torch.nn.Module) -> torch.nn.Module:
         if world_size == 1:
@@ -657,17 +686,24 @@ def lm_train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         device=ray.train.torch.get_device(),
         checkpoint_on_report=True,
     )
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
+    source = ray.train.get_checkpoint()
+    if source is None:
         store.clear()  # a fresh start: drop what an earlier attempt left under this rank's key
+        source = fallback_checkpoint
+    tmp_out = None
+    if cfg.out_dir is None:  # rank 0 writes its reported checkpoints somewhere first
+        tmp_out = tempfile.TemporaryDirectory(prefix="adalrs_lm_")
+        cfg = dataclasses.replace(cfg, out_dir=tmp_out.name)
     try:
-        with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as ckpt_dir:
+        with source.as_directory() if source else contextlib.nullcontext() as ckpt_dir:
             if ckpt_dir is not None:
                 cfg = dataclasses.replace(cfg, resume=ckpt_dir, init_from=None)
                 logger.info("rank %d resumes the LM run from %s", rank, ckpt_dir)
             trainer = LMTrainer(cfg, hooks)
-            trainer.setup()
+            trainer.setup()  # model, optimizer, schedule, AdaLRS, data position, RNG
         try:
+            if ckpt_dir is not None:
+                trainer.set_base_lr(lr)
             summary = trainer.train()
         finally:
             trainer.cleanup()

@@ -29,13 +29,10 @@ HyperBand pauses), see the shared RAY_NOTES and docs/tune.md:
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -48,11 +45,9 @@ from ray.train import UserCallback
 from adalrs_ray.train import (
     SNAPSHOT_STORES,
     LostSnapshotPolicy,
-    default_store_key,
-    make_snapshot_store,
-    reduce_mean,
+    run_lm_worker,
 )
-from adalrs_ray.tune_trainable import _rebase_lr, lm_config_from_trial, register_trainable
+from adalrs_ray.tune_trainable import lm_config_from_trial, register_trainable
 
 logger = logging.getLogger(__name__)
 
@@ -181,67 +176,24 @@ def lm_torchtrainer_worker_loop(config: dict[str, Any]) -> dict[str, Any]:
     run) or else from ``resume_from`` (the Tune trial's checkpoint: a PBT exploit, a HyperBand
     resume), then makes the config's ``lr`` the base LR again (PBT's explore changes it). Each
     report carries the LM window metrics (increments over all workers), ``world_size`` and
-    :data:`PLACEMENT_GROUP_METRIC`; rank 0 attaches its checkpoint.
+    :data:`PLACEMENT_GROUP_METRIC`; rank 0 attaches its checkpoint with :data:`PROGRESS_FILE`.
+    (:func:`adalrs_ray.train.run_lm_worker` with these additions.)
     """
-    import ray.train
-    import ray.train.torch
     import ray.util
 
-    from train_loops.lm import LMConfig, LMTrainer, LoopHooks
-
-    ctx = ray.train.get_context()
-    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
-    cfg = LMConfig.from_dict(dict(config["lm"]))
-    lr = float(cfg.lr)
     pg = ray.util.get_current_placement_group()
-    extra = {"world_size": world_size, PLACEMENT_GROUP_METRIC: pg.id.hex() if pg else None}
-    store = make_snapshot_store(config.get("snapshot_store", "memory"), key=default_store_key())
 
-    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        checkpoint = None
-        if checkpoint_dir:
-            progress = {"next_step": int(trainer.step), "steps": int(trainer.cfg.steps)}
-            with open(os.path.join(checkpoint_dir, PROGRESS_FILE), "w") as f:
-                json.dump(progress, f)
-            checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
-        ray.train.report(dict(metrics, **extra), checkpoint=checkpoint)
+    def add_progress(trainer: Any, checkpoint_dir: str) -> None:
+        progress = {"next_step": int(trainer.step), "steps": int(trainer.cfg.steps)}
+        with open(os.path.join(checkpoint_dir, PROGRESS_FILE), "w") as f:
+            json.dump(progress, f)
 
-    def wrap(model: Any) -> Any:
-        if world_size == 1:
-            return model
-        return ray.train.torch.prepare_model(model, move_to_device=False)
-
-    hooks = LoopHooks(
-        rank=rank,
-        world_size=world_size,
-        reduce_mean=reduce_mean,
-        report=report,
-        snapshot_store=store,
-        wrap_model=wrap,
-        device=ray.train.torch.get_device(),
-        checkpoint_on_report=True,
+    return run_lm_worker(
+        config,
+        fallback_checkpoint=config.get("resume_from"),
+        extra_metrics={PLACEMENT_GROUP_METRIC: pg.id.hex() if pg else None},
+        on_checkpoint=add_progress,
     )
-    source = ray.train.get_checkpoint()
-    if source is None:
-        store.clear()  # not a Train restart: nothing of an earlier attempt may be restored
-        source = config.get("resume_from")
-    # only rank 0 writes files (checkpoints, metrics); each rank gets a private directory
-    with tempfile.TemporaryDirectory(prefix="adalrs_tune_lm_") as out:
-        cfg = dataclasses.replace(cfg, out_dir=out)
-        with source.as_directory() if source else contextlib.nullcontext() as ckpt_dir:
-            if ckpt_dir is not None:
-                cfg = dataclasses.replace(cfg, resume=ckpt_dir, init_from=None)
-            trainer = LMTrainer(cfg, hooks)
-            trainer.setup()  # model, optimizer, schedule, AdaLRS, data position, RNG
-        try:
-            if ckpt_dir is not None:
-                _rebase_lr(trainer, lr)
-            summary = trainer.train()
-        finally:
-            trainer.cleanup()
-            store.clear()
-    summary["world_size"] = world_size
-    return summary
 
 
 # ---------------------------------------------------------------------- Train -> Tune

@@ -344,28 +344,6 @@ def lm_config_from_trial(config: Mapping[str, Any], out_dir: str):
     return LMConfig(**kwargs)
 
 
-def _rebase_lr(trainer: Any, lr: float) -> None:
-    """Make ``lr`` the base LR of a resumed LM run (PBT explore changes it between restarts;
-    the checkpoint restored the old one): the base schedule's ``base_lrs``, each group's
-    ``initial_lr`` and its current ``lr`` = lr * schedule factor."""
-    old = float(trainer.cfg.lr)
-    if lr == old:
-        return
-    if trainer.cfg.adalrs:
-        raise ValueError(
-            f"lm_trainable: the trial's lr changed from {old} to {lr} on restore, but the run "
-            "has AdaLRS on; only arms without AdaLRS (PBT) change the LR between restarts"
-        )
-    sched = trainer.scheduler  # the base LambdaLR
-    ratio = lr / old
-    sched.base_lrs = [b * ratio for b in sched.base_lrs]
-    for group in trainer.optimizer.param_groups:
-        group["initial_lr"] = float(group["initial_lr"]) * ratio
-        group["lr"] = float(group["lr"]) * ratio
-    trainer.cfg.lr = lr
-    logger.info("resumed LM run: base LR %g -> %g (explore)", old, lr)
-
-
 def lm_trainable(config: dict[str, Any]) -> None:
     """The LM task of :mod:`train_loops.lm` trained in-process inside the Tune trial.
 
@@ -394,7 +372,7 @@ def lm_trainable(config: dict[str, Any]) -> None:
                 cfg.resume = folder
                 trainer = LMTrainer(cfg, hooks)
                 trainer.setup()  # loads model, optimizer, schedule, data position, RNG
-            _rebase_lr(trainer, float(config["lr"]))
+            trainer.set_base_lr(float(config["lr"]))
         try:
             trainer.train()
         finally:

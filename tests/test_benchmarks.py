@@ -37,3 +37,17 @@ def test_lm_adalrs_recovery_writes_its_table_summary_and_plot(tmp_path):
     assert (out / "lr_trajectories.png").stat().st_size > 0
     for name in ("x1_10_adalrs", "x1_10_fixed", "x10_adalrs", "x10_fixed"):
         assert (out / name / "metrics.parquet").is_file()
+
+
+def test_lm_weight_norms_prints_one_ratio_per_weight_matrix():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "lm_weight_norms.py"), "--steps", "3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| model.")]
+    assert len(rows) == 15  # embeddings + 7 matrices in each of the 2 layers
+    assert "ratio range:" in proc.stdout

@@ -317,3 +317,32 @@ def test_bad_or_missing_device_is_a_clear_error(device, match):
         pytest.skip("a CUDA device is present")
     with pytest.raises(ValueError, match=match):
         resolve_device(device)
+
+
+def test_set_base_lr_rescales_schedule_and_groups_of_a_resumed_run(corpus, cache, tmp_path):
+    first = LMTrainer(_cfg(corpus, cache, steps=20, schedule="cosine", out_dir=str(tmp_path)))
+    first.setup()
+    first.save_checkpoint()
+    expected_lr = first.optimizer.param_groups[0]["lr"] * 2.5
+    t = LMTrainer(_cfg(corpus, cache, steps=20, schedule="cosine", resume=str(tmp_path)))
+    with pytest.raises(RuntimeError, match="setup"):
+        t.set_base_lr(1e-3)
+    t.setup()
+    t.set_base_lr(3e-3)  # unchanged: a no-op
+    t.set_base_lr(7.5e-3)
+    assert t.cfg.lr == 7.5e-3
+    assert t.scheduler.base_lrs == [pytest.approx(7.5e-3)] * len(t.scheduler.base_lrs)
+    for group in t.optimizer.param_groups:
+        assert group["initial_lr"] == pytest.approx(7.5e-3)
+        assert group["lr"] == pytest.approx(expected_lr)
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "1e-3"):
+        with pytest.raises(ValueError, match="finite number > 0"):
+            t.set_base_lr(bad)
+
+
+def test_set_base_lr_refuses_to_change_an_adalrs_run(corpus, cache):
+    t = LMTrainer(_cfg(corpus, cache, **_ADALRS))
+    t.setup()
+    t.set_base_lr(t.cfg.lr)  # unchanged is fine
+    with pytest.raises(ValueError, match="AdaLRS on"):
+        t.set_base_lr(t.cfg.lr * 2)

@@ -676,6 +676,33 @@ class LMTrainer:
             self._report(self.metrics["step"][-1], save=False, checkpoint=final_ckpt)
         return self._finish(session_steps, session_wall)
 
+    def set_base_lr(self, lr: float) -> None:
+        """Make ``lr`` the base LR of a set-up (typically resumed) run: the base schedule's
+        ``base_lrs``, each param group's ``initial_lr`` and its current ``lr`` (= lr x schedule
+        factor x AdaLRS scale) are rescaled by ``lr / cfg.lr``. Population Based Training changes
+        a trial's LR between restarts while its checkpoint restores the old one. A no-op when
+        ``lr`` equals ``cfg.lr``; ``ValueError`` when AdaLRS is on (it owns the LR multiplier and
+        its history is measured at the old base LR) or ``lr`` is not a finite number > 0."""
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or lr == math.inf:
+            raise ValueError(f"set_base_lr: lr is {lr!r}, but must be a finite number > 0")
+        if not self._set_up:
+            raise RuntimeError("call setup() before set_base_lr()")
+        old = float(self.cfg.lr)
+        if float(lr) == old:
+            return
+        if self.cfg.adalrs:
+            raise ValueError(
+                f"set_base_lr: the run's base LR would change from {old} to {lr}, but the run "
+                "has AdaLRS on; only runs without AdaLRS (PBT) change the LR between restarts"
+            )
+        ratio = float(lr) / old
+        self.scheduler.base_lrs = [b * ratio for b in self.scheduler.base_lrs]
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = float(group["initial_lr"]) * ratio
+            group["lr"] = float(group["lr"]) * ratio
+        self.cfg.lr = float(lr)
+        logger.info("base LR %g -> %g", old, lr)
+
     def _record(self, t, lr, scale, loss, grad_norm, action, events) -> None:
         m = self.metrics
         m["step"].append(t)
