@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from adalrs_ray.cli_train import parse_adalrs_opts
+
 logger = logging.getLogger(__name__)
 
 TUNE_NAME = "tune"  # the Tune experiment directory under --out
@@ -142,19 +144,6 @@ def register(subparsers: Any) -> None:
 
 
 # ------------------------------------------------------------------------------ resolution
-def _parse_opts(items: Sequence[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or ():
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--adalrs-opt {item!r} must look like KEY=VALUE (e.g. lam=0.95)")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
-
-
 def resolve_preset(args: argparse.Namespace):
     """The preset of ``args.preset`` with every command-line override applied."""
     from adalrs_ray.presets import get_preset
@@ -183,7 +172,7 @@ def resolve_preset(args: argparse.Namespace):
     trial = {k: v for k, v in lm_only.items() if v is not None}
     if args.seed is not None:
         trial["seed"] = args.seed
-    adalrs = _parse_opts(args.adalrs_opt)
+    adalrs = parse_adalrs_opts(args.adalrs_opt)
     if args.window is not None:
         adalrs["window"] = args.window
     sized = {

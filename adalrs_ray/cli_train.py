@@ -62,7 +62,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
 
 
-def _parse_opts(items: Sequence[str] | None) -> dict[str, Any]:
+def parse_adalrs_opts(items: Sequence[str] | None) -> dict[str, Any]:
+    """``--adalrs-opt KEY=VALUE`` items as a dict (VALUE parsed as JSON, else kept a string)."""
     out: dict[str, Any] = {}
     for item in items or ():
         key, sep, raw = item.partition("=")
@@ -193,7 +194,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         schedule=args.schedule,
         adalrs=args.adalrs,
         window=args.window,
-        adalrs_options=_parse_opts(args.adalrs_opt),
+        adalrs_options=parse_adalrs_opts(args.adalrs_opt),
         checkpoint_every=args.checkpoint_every,
         out_dir=args.out or _default_out("train"),
         resume=args.resume,

@@ -224,40 +224,49 @@ _LM_TRIAL = {
     "log_every": 1000,
 }
 
+
+def _tiny_lm(name: str, description: str, total_steps: int, report_every: int, window: int):
+    """A comparison on the tiny LM (the quick and long presets differ only in their budgets)."""
+    return ComparePreset(
+        name=name,
+        description=description,
+        task="lm",
+        total_steps=total_steps,
+        report_every=report_every,
+        lr_ref=3e-3,
+        # short runs: search from 5% to 50% of the run with a half-window ramp, so that
+        # two or three upscales fit (the paper: [0.1, 0.4], ramp = window)
+        adalrs={
+            "window": window,
+            "start_ratio": 0.05,
+            "end_ratio": 0.5,
+            "ramp_steps": window // 2,
+        },
+        grid_points=7,
+        hyperband={"num_trials": 8, "reduction_factor": 3},
+        asha={"num_trials": 8, "reduction_factor": 3, "grace_period": 2},
+        pbt={"num_trials": 4},
+        trial_config={**_LM_TRIAL, "seq_len": 64},
+        max_concurrent=4,
+    )
+
+
 PRESETS: dict[str, ComparePreset] = {
     p.name: p
     for p in (
-        ComparePreset(
+        _tiny_lm(
             name="quick",
             description="tiny Qwen2 LM on the stdlib corpus, 21 trials of 600 steps, sized for 2 cores",
-            task="lm",
             total_steps=600,
             report_every=50,
-            lr_ref=3e-3,
-            # short runs: search from 5% to 50% of the run with a half-window ramp, so that
-            # two or three upscales fit (the paper: [0.1, 0.4], ramp = window)
-            adalrs={"window": 20, "start_ratio": 0.05, "end_ratio": 0.5, "ramp_steps": 10},
-            grid_points=7,
-            hyperband={"num_trials": 8, "reduction_factor": 3},
-            asha={"num_trials": 8, "reduction_factor": 3, "grace_period": 2},
-            pbt={"num_trials": 4},
-            trial_config={**_LM_TRIAL, "seq_len": 64},
-            max_concurrent=4,
+            window=20,
         ),
-        ComparePreset(
+        _tiny_lm(
             name="long",
             description="tiny Qwen2 LM on the stdlib corpus, trials of 1200 steps (2x quick)",
-            task="lm",
             total_steps=1200,
             report_every=100,
-            lr_ref=3e-3,
-            adalrs={"window": 30, "start_ratio": 0.05, "end_ratio": 0.5, "ramp_steps": 15},
-            grid_points=7,
-            hyperband={"num_trials": 8, "reduction_factor": 3},
-            asha={"num_trials": 8, "reduction_factor": 3, "grace_period": 2},
-            pbt={"num_trials": 4},
-            trial_config={**_LM_TRIAL, "seq_len": 64},
-            max_concurrent=4,
+            window=30,
         ),
         ComparePreset(
             name="sim",
