@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -20,6 +22,18 @@ def _tensors() -> list[torch.Tensor]:
         torch.tensor([True, False]),
         torch.randn(4, 4, generator=g).t(),  # non-contiguous
     ]
+
+
+def _wait_until_dead(ray, method, timeout_s: float = 60.0) -> None:
+    """ray.kill is asynchronous: call ``method`` (a harmless actor method) until it fails."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ray.get(method.remote(), timeout=10)
+        except ray.exceptions.RayActorError:
+            return
+        assert time.monotonic() < deadline, f"the killed actor still answers after {timeout_s} s"
+        time.sleep(0.1)
 
 
 @pytest.fixture()
@@ -131,10 +145,10 @@ def test_snapshot_survives_the_death_of_the_process_that_saved_it(ray_cluster):
     key = "test-survives-owner-death"
     ray.get(saver.save.remote(key))
     ray.kill(saver)
-    # Probe with a harmless call: a second save() could start before the kill lands and
-    # replace the snapshot as the saver dies (a race seen once in CI).
-    with pytest.raises(ray.exceptions.RayActorError):
-        ray.get(saver.ping.remote())  # really dead
+    # ray.kill is asynchronous: calls made right after it can still run. Wait until the saver
+    # is really dead, probing with a harmless ping() (a second save() could replace the
+    # snapshot while the saver dies: a race seen in CI).
+    _wait_until_dead(ray, saver.ping)
 
     reader = ObjectStoreSnapshotStore(key=key)  # another process on the same node
     assert reader.has_snapshot()
@@ -145,14 +159,13 @@ def test_snapshot_survives_the_death_of_the_process_that_saved_it(ray_cluster):
 
 
 def test_lost_snapshot_raises_snapshot_missing_with_the_step(ray_cluster):
-    import time
 
     from adalrs_ray.ray_snapshot import ObjectStoreSnapshotStore, kill_snapshot_holders
 
     store = ObjectStoreSnapshotStore()
     store.save(42, [torch.ones(16)], None)
     assert kill_snapshot_holders() >= 1  # the holder owns the object: the object dies with it
-    time.sleep(0.5)
+    _wait_until_dead(ray_cluster, store._holder.keys)
     assert store.has_snapshot()  # saved here: a loss is reported by load_into, never hidden
     with pytest.raises(SnapshotMissingError, match="step 42.*lost"):
         store.load_into([torch.zeros(16)])
