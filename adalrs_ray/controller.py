@@ -694,7 +694,6 @@ class AdaLRS:
             "n": self.config.ramp_len,
             "hist_max": max(self._hist_y),
             "l_before": sum(list(self._hist_y)[-self._k :]) / self._k,
-            "exclude_from": len(self._hist_y) - self._k,
             "early_stop": False,
         }
         self._phase = "ramp"
@@ -763,9 +762,10 @@ class AdaLRS:
         v_new, se_new = self._val.velocity()
         l_new = self._val.mean
         hist_x, hist_y = list(self._hist_x), list(self._hist_y)
-        if c.reference_excludes_trigger and tr.get("exclude_from") is not None:
+        if c.reference_excludes_trigger:
             # the window that triggered the trial was picked for its low slope: reusing it as
-            # the reference would bias validation toward keeping the upscale
+            # the reference would bias validation toward keeping the upscale (H does not grow
+            # during a trial, so its last k losses are that window)
             cut = len(hist_x) - self._k
             if cut >= self._k:
                 hist_x, hist_y = hist_x[:cut], hist_y[:cut]

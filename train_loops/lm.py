@@ -683,7 +683,11 @@ class LMTrainer:
         a trial's LR between restarts while its checkpoint restores the old one. A no-op when
         ``lr`` equals ``cfg.lr``; ``ValueError`` when AdaLRS is on (it owns the LR multiplier and
         its history is measured at the old base LR) or ``lr`` is not a finite number > 0."""
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or lr == math.inf:
+        if (
+            isinstance(lr, bool)
+            or not isinstance(lr, (int, float))
+            or not (math.isfinite(lr) and lr > 0)
+        ):
             raise ValueError(f"set_base_lr: lr is {lr!r}, but must be a finite number > 0")
         if not self._set_up:
             raise RuntimeError("call setup() before set_base_lr()")
