@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _local_ray import init_local_ray  # noqa: E402
 from bench_snapshot import build_model, measure_store, state_tensors  # noqa: E402
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -220,15 +221,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import tempfile
 
-    import ray
-
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="ERROR",
-    )
+    ray = init_local_ray(one_omp_thread=False)
     try:
         print(f"torch {torch.__version__}, ray {ray.__version__}, {os.cpu_count()} CPUs")
         if not args.skip_stores:

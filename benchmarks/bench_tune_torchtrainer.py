@@ -21,8 +21,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _local_ray import init_local_ray  # noqa: E402
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -119,16 +124,7 @@ def main() -> None:
     args = parser.parse_args()
     reports = 3 if args.smoke_test else 6
 
-    import ray
-
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="ERROR",
-        runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
-    )
+    ray = init_local_ray()
     try:
         with tempfile.TemporaryDirectory() as storage:
             res = {name: run(name, reports, storage) for name in ("lm", "lm_torchtrainer")}
