@@ -175,6 +175,12 @@ def register(subparsers: Any) -> None:
     s.add_argument("--schedule", choices=("constant", "cosine", "wsd"), default="constant")
     s.add_argument("--slope-window", type=int, help="steps per slope fit (default steps//20)")
     s.add_argument("--levels", type=int, default=3, help="matched loss levels")
+    s.add_argument(
+        "--procs",
+        type=int,
+        default=1,
+        help="runs trained at once, each in its own process (give each --threads cores)",
+    )
     s.add_argument("--out", help="sweep directory (default runs/sweep-<time>)")
     s.set_defaults(func=cmd_sweep)
 
@@ -459,30 +465,51 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ValueError(f"--levels is {args.levels}, but must be >= 1")
     out = Path(args.out or _default_out("sweep"))
     out.mkdir(parents=True, exist_ok=True)
-    runs = []
-    bar = tqdm(lrs, desc="sweep", disable=args.quiet or not sys.stderr.isatty())
-    for i, lr in enumerate(bar):
+    if args.procs < 1:
+        raise ValueError(f"--procs is {args.procs}, but must be >= 1")
+    cfgs, summaries = [], {}
+    for i, lr in enumerate(lrs):
         run_dir = out / "runs" / f"lr{i:02d}_{lr:.3g}"
         cfg = _config(args, lr=lr, schedule=args.schedule, out_dir=str(run_dir), save_final=False)
+        cfgs.append(cfg)
         summary_path = run_dir / "summary.json"
-        summary = None
         if summary_path.is_file():  # reuse a finished run of the same config
             old = json.loads(summary_path.read_text())
             if LMConfig.from_dict(old["config"]) == cfg and old["status"] != "stopped":
-                summary = old
+                summaries[i] = old
                 logger.info("reusing %s", run_dir)
-        if summary is None:
-            summary = run(cfg)
-        losses = pd.read_parquet(run_dir / "metrics.parquet", columns=["loss"])["loss"].to_numpy()
+    todo = [i for i in range(len(lrs)) if i not in summaries]
+    bar = tqdm(
+        total=len(lrs),
+        initial=len(summaries),
+        desc="sweep",
+        disable=args.quiet or not sys.stderr.isatty(),
+    )
+    if args.procs == 1 or len(todo) <= 1:
+        for i in todo:
+            summaries[i] = run(cfgs[i])
+            bar.update()
+    else:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(min(args.procs, len(todo))) as pool:
+            futures = {pool.submit(run, cfgs[i]): i for i in todo}
+            for fut in as_completed(futures):
+                summaries[futures[fut]] = fut.result()
+                bar.update()
+    bar.close()
+    runs = []
+    for i, lr in enumerate(lrs):
+        metrics = Path(cfgs[i].out_dir) / "metrics.parquet"
+        losses = pd.read_parquet(metrics, columns=["loss"])["loss"].to_numpy()
         runs.append(
             {
                 "lr": lr,
                 "losses": losses,
-                "status": summary["status"],
-                "val_loss": summary["val_loss"],
+                "status": summaries[i]["status"],
+                "val_loss": summaries[i]["val_loss"],
             }
         )
-        bar.set_postfix(lr=f"{lr:.2g}", loss=f"{summary['train_loss_running']:.3f}")
     df = analyse_sweep(runs, window, args.levels)
     best = optima(df)
     command = _sweep_command(args)

@@ -109,6 +109,20 @@ def test_sweep_writes_table_and_plot(corpus, tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(out / "sweep.parquet"), df)
 
 
+def test_sweep_procs_trains_runs_in_parallel_with_the_same_results(corpus, tmp_path, capsys):
+    argv = ["sweep", *_common(corpus, tmp_path), "--batch-size", "4", "--eval-batches", "1"]
+    argv += ["--steps", "20", "--points", "2", "--lr-min", "1e-3", "--lr-max", "1e-2"]
+    argv += ["--slope-window", "5", "--device", "cpu", "--quiet", "--threads", "1"]
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "two"), "--procs", "2"]) == 0
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "two" / "sweep.parquet"),
+        pd.read_parquet(tmp_path / "one" / "sweep.parquet"),
+    )
+    assert main([*argv, "--out", str(tmp_path / "bad"), "--procs", "0"]) == 2
+    assert "--procs is 0, but must be >= 1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "lo, hi, n, match",
     [(1e-2, 1e-3, 3, "must be <"), (0.0, 1e-3, 3, "lr-min is 0.0"), (1e-3, 1e-2, 1, "points is 1")],
