@@ -811,7 +811,8 @@ class AdaLRS:
             verdict = "backtrack"
             info["regressed"] = True
         if verdict == "backtrack":
-            return self._fail_trial(step, emitted, reason="slower", **info)
+            reason = "regressed" if info["regressed"] else "slower"
+            return self._fail_trial(step, emitted, reason=reason, **info)
         s0 = tr["s0"]
         self._trial = None
         self._phase = "search"

@@ -18,15 +18,37 @@ import argparse
 import json
 import math
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
-def _train(kw: dict) -> dict:
+def _finished(kw: dict, reuse_from: str | None) -> dict | None:
+    """The summary of a finished run of the same config (out_dir aside) in the run's own
+    directory or under ``reuse_from``, so a rerun with other AdaLRS options retrains only what
+    changed (the runs are deterministic for a given config)."""
+    from train_loops.lm import LMConfig
+
+    want = LMConfig(**kw)
+    name = Path(kw["out_dir"]).name
+    for d in [Path(kw["out_dir"])] + ([Path(reuse_from) / name] if reuse_from else []):
+        path = d / "summary.json"
+        if not path.is_file():
+            continue
+        old = json.loads(path.read_text())
+        cfg = dict(old.get("config", {}), out_dir=kw["out_dir"])
+        if old.get("status") != "stopped" and LMConfig.from_dict(cfg) == want:
+            if d != Path(kw["out_dir"]):  # the plot reads the metrics from the run's own dir
+                shutil.copytree(d, kw["out_dir"], dirs_exist_ok=True)
+            return old
+    return None
+
+
+def _train(kw: dict, reuse_from: str | None = None) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from train_loops.lm import LMConfig, run
 
-    summary = run(LMConfig(**kw))
+    summary = _finished(kw, reuse_from) or run(LMConfig(**kw))
     return {
         k: summary[k]
         for k in (
@@ -70,6 +92,12 @@ def main() -> None:
         "start_ratio=0.05 end_ratio=0.5",
     )
     p.add_argument("--out", default="runs/lm_adalrs_recovery")
+    p.add_argument(
+        "--reuse-from",
+        metavar="DIR",
+        help="an earlier --out: its finished runs of the same config are reused, not retrained "
+        "(runs already finished in --out are always reused)",
+    )
     args = p.parse_args()
 
     out = Path(args.out).resolve()
@@ -105,7 +133,7 @@ def main() -> None:
                 log_every=10**9,
             )
     with ProcessPoolExecutor(args.procs) as pool:
-        futures = {key: pool.submit(_train, kw) for key, kw in jobs.items()}
+        futures = {key: pool.submit(_train, kw, args.reuse_from) for key, kw in jobs.items()}
         results = {key: f.result() for key, f in futures.items()}
 
     rows = []

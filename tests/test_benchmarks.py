@@ -7,24 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_lm_adalrs_recovery_writes_its_table_summary_and_plot(tmp_path):
     out = tmp_path / "recovery"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "lm_adalrs_recovery.py"),
-            "--steps", "24", "--window", "3", "--warmup", "2", "--batch-size", "2",
-            "--seq-len", "16", "--procs", "1", "--adalrs-opt", "end_ratio=0.6",
-            "--out", str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
+    proc = _recovery("--adalrs-opt", "end_ratio=0.6", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["args"]["warmup"] == 2
@@ -37,6 +27,35 @@ def test_lm_adalrs_recovery_writes_its_table_summary_and_plot(tmp_path):
     assert (out / "lr_trajectories.png").stat().st_size > 0
     for name in ("x1_10_adalrs", "x1_10_fixed", "x10_adalrs", "x10_fixed"):
         assert (out / name / "metrics.parquet").is_file()
+
+    # other AdaLRS options, reusing the runs without AdaLRS: copied (wall_s and all), not retrained
+    again = tmp_path / "again"
+    proc = _recovery("--adalrs-opt", "end_ratio=0.7", "--reuse-from", str(out), "--out", str(again))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("x1_10_fixed", "x10_fixed"):
+        a, b = (pd.read_parquet(d / name / "metrics.parquet") for d in (out, again))
+        pd.testing.assert_frame_equal(a, b)
+    on = [
+        json.loads((d / "x10_adalrs" / "summary.json").read_text())["config"] for d in (out, again)
+    ]
+    assert (
+        on[0]["adalrs_options"]["end_ratio"] == 0.6 and on[1]["adalrs_options"]["end_ratio"] == 0.7
+    )
+
+
+def _recovery(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "lm_adalrs_recovery.py"),
+            "--steps", "24", "--window", "3", "--warmup", "2", "--batch-size", "2",
+            "--seq-len", "16", "--procs", "1", *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
 
 
 def test_lm_weight_norms_prints_one_ratio_per_weight_matrix():

@@ -269,6 +269,7 @@ def test_regress_guard_backtracks_a_fast_recovery_from_a_spike(guard, kind):
     d = run_trial(ctl, line(5.95, 0.2))
     ev = ctl.events[-1]
     assert ev["kind"] == kind and ev["regressed"] is guard
+    assert ev.get("reason") == ("regressed" if guard else None)
     assert ev["l_before"] == pytest.approx(4.95)
     assert (d[-1].action is Action.RESTORE) is guard
 
