@@ -15,6 +15,8 @@ Presets (:data:`PRESETS`):
 * ``quick`` -- the README's main command: the tiny Qwen2 LM on the standard-library corpus, 21
   trials of 600 steps; 4 min 18 s end to end on 2 cores (measured, docs/compare.md).
 * ``long`` -- the same task with 2x longer trials and 1.5x longer windows.
+* ``wsd64`` -- the tiny LM at 64 x 128 tokens per step under WSD, trials of 2,000 steps: the
+  setting in which AdaLRS from 10x too small reached 0.83x the grid's LR (docs/lm_task.md, F).
 * ``sim`` -- the loss simulator (:class:`adalrs_ray.simulator.LossSimulator`): no training
   cost, Tune's overhead only.
 * ``smoke`` -- the tiny LM for a handful of steps: checks the plumbing, shows nothing.
@@ -267,6 +269,23 @@ PRESETS: dict[str, ComparePreset] = {
             total_steps=1200,
             report_every=100,
             window=30,
+        ),
+        ComparePreset(
+            name="wsd64",
+            description="tiny Qwen2 LM, WSD, batch 64 x 128, trials of 2000 steps: the setting "
+            "where AdaLRS recovers from 10x too small (docs/lm_task.md, F); about an hour on 2 cores",
+            task="lm",
+            total_steps=2000,
+            report_every=100,
+            lr_ref=3.16e-3,
+            # setting F of docs/lm_task.md: window 100, search from 5% to 50% of the run, ramp = window
+            adalrs={"window": 100, "start_ratio": 0.05, "end_ratio": 0.5},
+            grid_points=7,
+            hyperband={"num_trials": 8, "reduction_factor": 3},
+            asha={"num_trials": 8, "reduction_factor": 3, "grace_period": 2},
+            pbt={"num_trials": 4},
+            trial_config={**_LM_TRIAL, "batch_size": 64, "schedule": "wsd", "eval_batches": 8},
+            max_concurrent=2,
         ),
         ComparePreset(
             name="sim",
