@@ -73,6 +73,12 @@ def main() -> None:
         help="best LR of the cosine grid (docs/lm_task.md)",
     )
     p.add_argument("--factor", type=float, default=10.0, help="starts at lr_grid / f and f x")
+    p.add_argument(
+        "--side",
+        choices=("both", "below", "above"),
+        default="both",
+        help="which starts to run: lr_grid / f (below), f x lr_grid (above) or both",
+    )
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--window", type=int, default=100)
     p.add_argument("--schedule", default="cosine")
@@ -110,6 +116,8 @@ def main() -> None:
         f"x1/{args.factor:g}": args.lr_grid / args.factor,
         f"x{args.factor:g}": args.lr_grid * args.factor,
     }
+    if args.side != "both":  # keep one start: the other half's runs are not trained
+        starts = dict([list(starts.items())[0 if args.side == "below" else 1]])
     jobs = {}
     for label, lr in starts.items():
         for adalrs in (True, False):
@@ -132,6 +140,15 @@ def main() -> None:
                 save_final=False,
                 log_every=10**9,
             )
+    try:  # a bad option is one line here, not a traceback out of a worker process
+        from train_loops.lm import LMConfig
+
+        for kw in jobs.values():
+            cfg = LMConfig(**kw)
+            if cfg.adalrs:
+                cfg.adalrs_config()
+    except ValueError as e:
+        p.error(str(e))
     with ProcessPoolExecutor(args.procs) as pool:
         futures = {key: pool.submit(_train, kw, args.reuse_from) for key, kw in jobs.items()}
         results = {key: f.result() for key, f in futures.items()}

@@ -70,3 +70,20 @@ def test_lm_weight_norms_prints_one_ratio_per_weight_matrix():
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| model.")]
     assert len(rows) == 15  # embeddings + 7 matrices in each of the 2 layers
     assert "ratio range:" in proc.stdout
+
+
+def test_lm_adalrs_recovery_side_above_trains_only_the_runs_from_10x(tmp_path):
+    out = tmp_path / "above"
+    proc = _recovery("--side", "above", "--adalrs-opt", "end_ratio=0.6", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["start"] for r in summary["rows"]] == ["x10"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["x10_adalrs", "x10_fixed"]
+    assert (out / "lr_trajectories.png").stat().st_size > 0
+
+
+def test_lm_adalrs_recovery_rejects_a_search_window_too_short_before_training(tmp_path):
+    proc = _recovery("--out", str(tmp_path / "r"))  # window 3: [0.05, 0.5] of 24 steps is too short
+    assert proc.returncode == 2
+    assert "window=3 is too long for the search window" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "r" / "x10_adalrs").exists()
