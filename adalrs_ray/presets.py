@@ -273,7 +273,7 @@ PRESETS: dict[str, ComparePreset] = {
         ComparePreset(
             name="wsd64",
             description="tiny Qwen2 LM, WSD, batch 64 x 128, trials of 2000 steps: the setting "
-            "where AdaLRS recovers from 10x too small (docs/lm_task.md, F); about an hour on 2 cores",
+            "where AdaLRS recovers from 10x too small (docs/lm_task.md, F); adalrs,grid: 68 min on 2 cores",
             task="lm",
             total_steps=2000,
             report_every=100,
