@@ -235,7 +235,11 @@ def _plot(out: Path, jobs: dict, starts: dict, args) -> None:
     for ax in axes:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"AdaLRS on tiny Qwen2 from lr_grid/{args.factor:g} and {args.factor:g}x")
+    names = {
+        f"x1/{args.factor:g}": f"lr_grid/{args.factor:g}",
+        f"x{args.factor:g}": f"{args.factor:g}x",
+    }
+    fig.suptitle("AdaLRS on tiny Qwen2 from " + " and ".join(names[k] for k in starts))
     fig.tight_layout()
     fig.savefig(out / "lr_trajectories.png", dpi=110)
 
