@@ -112,12 +112,9 @@ def main() -> None:
     for item in args.adalrs_opt:
         key, _, value = item.partition("=")
         options[key] = json.loads(value)
-    starts = {
-        f"x1/{args.factor:g}": args.lr_grid / args.factor,
-        f"x{args.factor:g}": args.lr_grid * args.factor,
-    }
-    if args.side != "both":  # keep one start: the other half's runs are not trained
-        starts = dict([list(starts.items())[0 if args.side == "below" else 1]])
+    below = (f"x1/{args.factor:g}", args.lr_grid / args.factor)
+    above = (f"x{args.factor:g}", args.lr_grid * args.factor)
+    starts = dict({"both": [below, above], "below": [below], "above": [above]}[args.side])
     jobs = {}
     for label, lr in starts.items():
         for adalrs in (True, False):
@@ -144,9 +141,7 @@ def main() -> None:
         from train_loops.lm import LMConfig
 
         for kw in jobs.values():
-            cfg = LMConfig(**kw)
-            if cfg.adalrs:
-                cfg.adalrs_config()
+            LMConfig(**kw)  # validates the AdaLRS config too when AdaLRS is on
     except ValueError as e:
         p.error(str(e))
     with ProcessPoolExecutor(args.procs) as pool:
@@ -235,11 +230,11 @@ def _plot(out: Path, jobs: dict, starts: dict, args) -> None:
     for ax in axes:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    names = {
-        f"x1/{args.factor:g}": f"lr_grid/{args.factor:g}",
-        f"x{args.factor:g}": f"{args.factor:g}x",
-    }
-    fig.suptitle("AdaLRS on tiny Qwen2 from " + " and ".join(names[k] for k in starts))
+    names = [
+        f"lr_grid/{args.factor:g}" if lr < args.lr_grid else f"{args.factor:g}x"
+        for lr in starts.values()
+    ]
+    fig.suptitle("AdaLRS on tiny Qwen2 from " + " and ".join(names))
     fig.tight_layout()
     fig.savefig(out / "lr_trajectories.png", dpi=110)
 
