@@ -140,6 +140,13 @@ def register(subparsers: Any) -> None:
         type=_floats,
         help="p of 'within p%%' as fractions, comma-separated, e.g. 0.01,0.02,0.05",
     )
+    r.add_argument(
+        "--add-arms",
+        action="append",
+        metavar="DIR:ARM[,ARM...]",
+        help="also report these arms of another compare directory trained on the same task "
+        "with the same budget (its grid, say, run once); repeatable; needs --out",
+    )
     r.set_defaults(func=cmd_report)
 
 
@@ -605,6 +612,91 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if result["errors"] or result["unfinished"] else 0
 
 
+#: the settings two compare runs must share for their arms to appear in one report
+_SAME_TASK_KEYS = ("task", "total_steps", "report_every", "trial_config")
+
+
+def _parse_add_arms(item: str) -> tuple[Path, list[str]]:
+    folder, sep, names = item.rpartition(":")
+    arms = [a.strip() for a in names.split(",") if a.strip()]
+    if not sep or not folder or not arms:
+        raise ValueError(f"--add-arms {item!r} must look like DIR:ARM[,ARM...], e.g. runs/a:grid")
+    return Path(folder), arms
+
+
+def _compare_settings(d: Path) -> dict[str, Any]:
+    f = d / CONFIG_FILE
+    if not f.is_file():
+        raise ValueError(
+            f"{str(d)!r} has no {CONFIG_FILE}: without the run's settings its arms cannot be "
+            "checked against the other run's (same task, steps and report interval)"
+        )
+    try:
+        settings = json.loads(f.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{f} is not valid JSON: {exc}") from None
+    if not isinstance(settings, dict) or not isinstance(settings.get("preset"), dict):
+        raise ValueError(f'{f} must hold a JSON object with a "preset" object')
+    return settings
+
+
+def merge_compare_dirs(
+    directory: str | Path, additions: Sequence[tuple[str | Path, Sequence[str]]]
+) -> tuple[Any, dict[str, Any]]:
+    """The results of ``directory`` with whole arms of other compare directories added, and the
+    report options for them (``report_meta.json`` of ``directory``, the grid and AdaLRS arms of
+    the merged table, and the source of every added arm in the settings table).
+
+    The runs must agree on :data:`_SAME_TASK_KEYS` of their resolved preset (else
+    ``ValueError`` naming the key and both values): arms trained on another task or budget are
+    not comparable. Worker-seconds are comparable only when both ran on the same machine at a
+    similar load; the settings table records each source's command, wall time and load.
+    """
+    from adalrs_ray import report as rep
+
+    d = Path(directory)
+    base = _compare_settings(d)
+    df = rep.load_results(d)
+    meta = rep.read_meta(rep.find_results_file(d).parent)
+    extra = dict(meta.get("extra") or {"command": base.get("command") or ""})
+    ada = list(meta.get("adalrs_arms") or [])
+    parts = []
+    for folder, arms in additions:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ValueError(f"--add-arms: {str(folder)!r} does not exist or is not a directory")
+        other = _compare_settings(folder)
+        for key in _SAME_TASK_KEYS:
+            a, b = base["preset"].get(key), other["preset"].get(key)
+            if a != b:
+                raise ValueError(
+                    f"{str(folder)!r} ran with {key} = {b!r}, {str(d)!r} with {a!r}: arms of "
+                    f"runs with another {key} are not comparable"
+                )
+        parts.append((rep.load_results(folder), arms, repr(str(folder))))
+        other_meta = rep.read_meta(rep.find_results_file(folder).parent)
+        ada += [a for a in (other_meta.get("adalrs_arms") or []) if a in arms]
+        src = other_meta.get("extra") or {}
+        how = ", ".join(
+            f"{k} {src[k]}"
+            for k in ("wall time of the Tune run (s)", "host load average (1 min) at start, end")
+            if k in src
+        )
+        extra[f"arms {', '.join(arms)} from"] = (
+            f"{folder} ({other.get('command') or 'command unknown'}" + (f"; {how})" if how else ")")
+        )
+    merged = rep.merge_arms(df, *parts)
+    arms_now = set(merged["arm"])
+    options = {
+        k: meta[k] for k in ("title", "baseline_steps", "thresholds") if meta.get(k) is not None
+    }
+    options.setdefault("baseline_steps", base["preset"].get("total_steps"))
+    options["extra"] = extra
+    options["grid_arm"] = "grid" if "grid" in arms_now else None
+    options["adalrs_arms"] = [a for a in dict.fromkeys(ada) if a in arms_now] or None
+    return merged, options
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from adalrs_ray import report as rep
 
@@ -614,6 +706,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.thresholds:
         options["thresholds"] = args.thresholds
+    if args.add_arms:
+        additions = [_parse_add_arms(item) for item in args.add_arms]
+        if not args.out:
+            raise ValueError("--add-arms needs --out: the merged report must not overwrite DIR")
+        out = Path(args.out).resolve()
+        if out in [d.resolve()] + [f.resolve() for f, _ in additions]:
+            raise ValueError(f"--out {args.out!r} is one of the merged directories; pick a new one")
+        merged, merged_options = merge_compare_dirs(d, additions)
+        paths = rep.write_report(merged, out, **{**merged_options, **options})
+        print(f"-> {paths['markdown']}, {paths['html']}")
+        return 0
     try:
         rep.find_results_file(d)
     except FileNotFoundError as exc:

@@ -680,6 +680,48 @@ def load_results(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"{f}: {exc}{hint}") from None
 
 
+def merge_arms(
+    base: pd.DataFrame, *additions: tuple[pd.DataFrame, Sequence[str], str]
+) -> pd.DataFrame:
+    """``base`` with whole arms of other results tables appended: one report over several runs.
+
+    Each addition is ``(df, arms, source)``: every row of ``df`` whose arm is in ``arms`` is
+    appended, in its own order of arrival; ``source`` names the table in errors. An arm is taken
+    whole from one table, so its compute (``arm_cum_*``, counted within the arm) stays exactly
+    what that run measured. The caller checks that the runs trained the same task with the same
+    budget (``adalrs-ray report --add-arms`` compares their ``compare_config.json``).
+
+    Raises ``ValueError`` naming the arm or trial when an arm is not in its table, when an arm
+    would come from two tables, or when a trial id occurs in two tables.
+    """
+    merged = validate_results(base)
+    for df, arms, source in additions:
+        df = validate_results(df)
+        arms = list(arms)
+        if not arms:
+            raise ValueError(f"no arms given to take from {source}")
+        have = list(dict.fromkeys(df["arm"]))
+        missing = [a for a in arms if a not in have]
+        if missing:
+            raise ValueError(f"arm(s) {missing} not in {source}; its arms are {have}")
+        present = set(merged["arm"])
+        twice = [a for a in arms if a in present]
+        if twice:
+            raise ValueError(
+                f"arm(s) {twice} from {source} are already in the report: an arm must come "
+                "whole from one run"
+            )
+        part = df[df["arm"].isin(arms)]
+        clash = sorted(set(part["trial_id"]) & set(merged["trial_id"]))
+        if clash:
+            raise ValueError(
+                f"trial id(s) {clash[:3]} of {source} are already in the report: "
+                "were both tables made by the same run?"
+            )
+        merged = pd.concat([merged, part], ignore_index=True)
+    return validate_results(merged)
+
+
 # ----------------------------------------------------------------------------- plots
 def _figure(ncols: int, nrows: int = 1, width: float = 5.0, height: float = 3.6):
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend

@@ -4,6 +4,7 @@ input errors (exit code 2, one line)."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -99,14 +100,74 @@ def test_report_rebuilds_the_files(sim_run, tmp_path):
 def test_report_of_an_interrupted_run_reads_the_tune_log(sim_run, tmp_path):
     # no report yet: only the Tune experiment directory and the compare settings
     _, out = sim_run
-    import shutil
-
     shutil.copytree(out / "tune", tmp_path / "tune")
     shutil.copy(out / "compare_config.json", tmp_path)
     assert cli.main(["report", str(tmp_path)]) == 0
     summary = pd.read_parquet(tmp_path / "summary.parquet")
     assert sorted(summary["arm"]) == ["adalrs_x0.1", "grid", "hyperband", "pbt"]
     assert (tmp_path / "adalrs_lr.png").is_file()
+
+
+def _split_run(out, tmp_path):
+    """Two compare directories holding the arms of the run ``out``: grid alone, and the rest."""
+    from adalrs_ray import report as rep
+
+    df = rep.load_results(out)
+    meta = rep.read_meta(out)
+    dirs = {}
+    for name, keep in (("rest", df["arm"] != "grid"), ("grid", df["arm"] == "grid")):
+        d = tmp_path / name
+        rep.write_report(df[keep], d, **{**meta, "grid_arm": None})
+        shutil.copy(out / "compare_config.json", d)
+        dirs[name] = d
+    return dirs
+
+
+@pytest.mark.ray
+def test_report_add_arms_merges_two_runs_into_the_one_run_report(sim_run, tmp_path, capsys):
+    _, out = sim_run
+    dirs = _split_run(out, tmp_path)
+    merged = tmp_path / "merged"
+    argv = ["report", str(dirs["rest"]), "--add-arms", f"{dirs['grid']}:grid", "--out", str(merged)]
+    assert cli.main(argv) == 0
+    one = pd.read_parquet(out / "summary.parquet").set_index("arm").sort_index()
+    two = pd.read_parquet(merged / "summary.parquet").set_index("arm").sort_index()
+    pd.testing.assert_frame_equal(one, two)  # the grid's best LR is back in the ratios too
+    meta = json.loads((merged / "report_meta.json").read_text())
+    assert meta["grid_arm"] == "grid" and meta["adalrs_arms"] == ["adalrs_x0.1"]
+    assert any(k.startswith("arms grid from") for k in meta["extra"])
+    assert "arms grid from" in (merged / "report.md").read_text()
+    # the merged directory rebuilds like any report directory
+    assert cli.main(["report", str(merged), "--out", str(tmp_path / "again")]) == 0
+
+
+@pytest.mark.ray
+def test_report_add_arms_errors(sim_run, tmp_path, capsys):
+    _, out = sim_run
+    dirs = _split_run(out, tmp_path)
+    cfg = dirs["grid"] / "compare_config.json"
+    rest, grid, new = str(dirs["rest"]), str(dirs["grid"]), str(tmp_path / "new")
+    cases = [
+        ([rest, "--add-arms", f"{grid}:grid"], "--add-arms needs --out"),
+        ([rest, "--add-arms", f"{grid}:grid", "--out", rest], "is one of the merged directories"),
+        ([rest, "--add-arms", grid, "--out", new], "must look like DIR:ARM"),
+        ([rest, "--add-arms", f"{grid}:pbt", "--out", new], "['pbt'] not in"),
+        ([rest, "--add-arms", f"{rest}:pbt", "--out", new], "already in the report"),
+        ([rest, "--add-arms", f"{tmp_path}/nope:grid", "--out", new], "does not exist"),
+    ]
+    for args, message in cases:
+        assert cli.main(["report", *args]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, (args, err)
+    settings = json.loads(cfg.read_text())
+    settings["preset"]["total_steps"] = 4000
+    cfg.write_text(json.dumps(settings))
+    assert cli.main(["report", rest, "--add-arms", f"{grid}:grid", "--out", new]) == 2
+    assert "ran with total_steps = 4000" in capsys.readouterr().err
+    cfg.unlink()
+    assert cli.main(["report", rest, "--add-arms", f"{grid}:grid", "--out", new]) == 2
+    assert "has no compare_config.json" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.ray

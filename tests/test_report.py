@@ -489,3 +489,33 @@ def test_nan_scale_counts_as_no_multiplier(table):
     s = summarize(df).set_index("arm")
     assert s.loc["grid", "found_lr"] == 1e-2
     assert s.loc["adalrs", "lr_ratio_to_grid_best"] == pytest.approx(0.15)
+
+
+# ----------------------------------------------------------------------------- merge_arms
+def test_merge_arms_gives_the_summary_of_one_run(table):
+    # arms reported by two runs: every per-arm figure is what the one-run table gives
+    base = table[table["arm"] != "asha"]
+    merged = report.merge_arms(base, (table, ["asha"], "run b"))
+    assert len(merged) == len(table)
+    one = summarize(table, baseline_steps=200).set_index("arm").sort_index()
+    two = summarize(merged, baseline_steps=200).set_index("arm").sort_index()
+    pd.testing.assert_frame_equal(one, two)
+
+
+@pytest.mark.parametrize(
+    "arms, drop, match",
+    [
+        (["hyperband"], "asha", r"arm\(s\) \['hyperband'\] not in run b; its arms are"),
+        (["grid"], "asha", r"arm\(s\) \['grid'\] from run b are already in the report"),
+        ([], "asha", "no arms given to take from run b"),
+    ],
+)
+def test_merge_arms_errors(table, arms, drop, match):
+    with pytest.raises(ValueError, match=match):
+        report.merge_arms(table[table["arm"] != drop], (table, arms, "run b"))
+
+
+def test_merge_arms_refuses_a_trial_id_of_both_tables(table):
+    other = table[table["arm"] == "asha"].assign(arm="asha2")
+    with pytest.raises(ValueError, match=r"trial id\(s\) \['s1', 's2'\] of run b"):
+        report.merge_arms(table, (other, ["asha2"], "run b"))
