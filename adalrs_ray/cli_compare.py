@@ -640,6 +640,14 @@ def _compare_settings(d: Path) -> dict[str, Any]:
     return settings
 
 
+def _results_and_meta(d: Path) -> tuple[Any, dict[str, Any]]:
+    """The results of the compare directory ``d`` and the report options saved beside them."""
+    from adalrs_ray import report as rep
+
+    f = rep.find_results_file(d)
+    return rep.load_results(f), rep.read_meta(f.parent)
+
+
 def merge_compare_dirs(
     directory: str | Path, additions: Sequence[tuple[str | Path, Sequence[str]]]
 ) -> tuple[Any, dict[str, Any]]:
@@ -656,8 +664,7 @@ def merge_compare_dirs(
 
     d = Path(directory)
     base = _compare_settings(d)
-    df = rep.load_results(d)
-    meta = rep.read_meta(rep.find_results_file(d).parent)
+    df, meta = _results_and_meta(d)
     extra = dict(meta.get("extra") or {"command": base.get("command") or ""})
     ada = list(meta.get("adalrs_arms") or [])
     parts = []
@@ -673,8 +680,8 @@ def merge_compare_dirs(
                     f"{str(folder)!r} ran with {key} = {b!r}, {str(d)!r} with {a!r}: arms of "
                     f"runs with another {key} are not comparable"
                 )
-        parts.append((rep.load_results(folder), arms, repr(str(folder))))
-        other_meta = rep.read_meta(rep.find_results_file(folder).parent)
+        other_df, other_meta = _results_and_meta(folder)
+        parts.append((other_df, arms, repr(str(folder))))
         ada += [a for a in (other_meta.get("adalrs_arms") or []) if a in arms]
         src = other_meta.get("extra") or {}
         how = ", ".join(
@@ -723,7 +730,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ValueError(str(exc)) from None
     if not (d / "results.parquet").is_file() and (d / CONFIG_FILE).is_file():
         # an interrupted compare: no report yet, rebuild from the Tune compute log
-        settings = json.loads((d / CONFIG_FILE).read_text())
+        settings = _compare_settings(d)
         options.setdefault("extra", {"command": settings.get("command") or ""})
         labels = settings.get("arms") or []
         options.setdefault("adalrs_arms", [a for a in labels if a.startswith("adalrs")] or None)
