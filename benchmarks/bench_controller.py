@@ -13,8 +13,8 @@ import argparse
 import statistics
 import time
 
-from adalrs_ray.controller import AdaLRS, AdaLRSConfig
-from adalrs_ray.simulator import LossSimulator
+from adalrs_ray.core.controller import AdaLRS, AdaLRSConfig
+from adalrs_ray.core.simulator import LossSimulator
 
 
 def main() -> None:

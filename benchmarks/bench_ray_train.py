@@ -37,8 +37,8 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 # ----------------------------------------------------------------------------- 1. stores
 def bench_stores(sizes_mb: list[float], repeats: int) -> None:
-    from adalrs_ray.ray_snapshot import ObjectStoreSnapshotStore
-    from adalrs_ray.snapshot import InMemorySnapshotStore
+    from adalrs_ray.ray_train.object_store import ObjectStoreSnapshotStore
+    from adalrs_ray.torch_binding.snapshot import InMemorySnapshotStore
 
     stores = {"in_memory": InMemorySnapshotStore, "object_store": ObjectStoreSnapshotStore}
     torch.set_num_threads(1)
@@ -68,8 +68,8 @@ def _overhead_loop(config: dict) -> dict:
     from torch import nn
 
     from adalrs_ray import AdaLRS, AdaLRSConfig
+    from adalrs_ray.ray_train import AdaLRSTrainContext
     from adalrs_ray.torch_binding import AdaLRSScheduler
-    from adalrs_ray.train import AdaLRSTrainContext
 
     torch.set_num_threads(1)
     rank = ray.train.get_context().get_world_rank()
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
             with tempfile.TemporaryDirectory() as storage:
                 bench_overhead(steps, args.block, args.width, args.batch, storage)
     finally:
-        from adalrs_ray.ray_snapshot import kill_snapshot_holders
+        from adalrs_ray.ray_train.object_store import kill_snapshot_holders
 
         kill_snapshot_holders()
         ray.shutdown()

@@ -24,9 +24,9 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from adalrs_ray.controller import Action, Decision
-from adalrs_ray.snapshot import InMemorySnapshotStore, SnapshotStore, synchronize
+from adalrs_ray.core.controller import Action, Decision
 from adalrs_ray.torch_binding import AdaLRSScheduler
+from adalrs_ray.torch_binding.snapshot import InMemorySnapshotStore, SnapshotStore, synchronize
 
 #: name -> zero-argument factory of a SnapshotStore; extend with other stores.
 STORES: dict[str, Callable[[], SnapshotStore]] = {"in_memory": InMemorySnapshotStore}

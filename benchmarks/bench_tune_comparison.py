@@ -27,9 +27,9 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 def run(reuse: bool, population: int, reports: int, storage: str) -> dict:
     from ray import tune
 
-    from adalrs_ray.tune_scheduler import AdaLRSComparison
-    from adalrs_ray.tune_trainable import get_trainable
+    from adalrs_ray.comparison import AdaLRSComparison
     from search_algos import get_arm
+    from train_loops.trainables import get_trainable
 
     every = 20
     sched = AdaLRSComparison(

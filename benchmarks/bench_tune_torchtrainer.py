@@ -48,10 +48,10 @@ def run(trainable: str, reports: int, storage: str) -> dict:
     from ray import tune
     from ray.util.placement_group import placement_group_table
 
-    from adalrs_ray.tune_scheduler import AdaLRSComparison
-    from adalrs_ray.tune_train_trainable import TrainPlacementGroupReaper
-    from adalrs_ray.tune_trainable import get_trainable
+    from adalrs_ray.comparison import AdaLRSComparison
     from search_algos import get_arm
+    from train_loops.trainables import get_trainable
+    from train_loops.trainables.lm_torchtrainer import TrainPlacementGroupReaper
 
     every = 8
     pbt = get_arm("pbt", num_trials=2, perturbation_interval=2, synch=True, lrs=(1e-4, 3e-3))

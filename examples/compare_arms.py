@@ -26,10 +26,10 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
+from adalrs_ray.comparison import AdaLRSComparison  # noqa: E402
 from adalrs_ray.report import load_results, write_report  # noqa: E402
-from adalrs_ray.tune_scheduler import AdaLRSComparison  # noqa: E402
-from adalrs_ray.tune_trainable import get_trainable  # noqa: E402
 from search_algos import get_arm  # noqa: E402
+from train_loops.trainables import get_trainable  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -2,13 +2,17 @@
 
 Each arm is a small frozen dataclass (:class:`search_algos.base.Arm`) with a configurable budget
 that yields its trial configs (:meth:`~search_algos.base.Arm.slots`) and its Tune scheduler
-(:meth:`~search_algos.base.Arm.make_scheduler`). :class:`adalrs_ray.tune_scheduler.AdaLRSComparison`
+(:meth:`~search_algos.base.Arm.make_scheduler`). :class:`adalrs_ray.comparison.AdaLRSComparison`
 runs several arms in one ``tune.Tuner``.
 
 Example::
 
     from search_algos import get_arm
     arm = get_arm("pbt", num_trials=4, perturbation_interval=2)
+
+May import: :mod:`adalrs_ray.core` (AdaLRS settings), the comparison contract
+(:mod:`adalrs_ray.report.contract`) and ``ray.tune``'s schedulers. Never the comparison
+scheduler, a task or the CLI.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ class AdaLRSArm(Arm):
         object.__setattr__(self, "adalrs", dict(self.adalrs))
 
     def adalrs_config(self, total_steps: int) -> dict[str, Any]:
-        from adalrs_ray.controller import AdaLRSConfig
+        from adalrs_ray.core.controller import AdaLRSConfig
 
         # build it once here so a bad setting fails before any trial starts
         AdaLRSConfig.from_dict({"total_steps": total_steps, **self.adalrs})

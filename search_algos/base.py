@@ -1,7 +1,7 @@
 """The common shape of a compared arm: a frozen dataclass that yields trial slots and a scheduler.
 
 An arm is one way of searching the learning rate under a compute budget. Every arm answers two
-questions for :class:`adalrs_ray.tune_scheduler.AdaLRSComparison`:
+questions for :class:`adalrs_ray.comparison.AdaLRSComparison`:
 
 * :meth:`Arm.slots` -- its part of the param space: one concrete config per trial, each with the
   ``arm`` key (the arm's :attr:`Arm.key`), the starting ``lr`` and the budget (``total_steps``,
@@ -23,9 +23,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
-
-# config keys every slot carries (the trainable contract, see docs/tune.md)
-SLOT_KEYS = ("arm", "lr", "total_steps", "report_every", "adalrs")
 
 
 def is_integer(value: Any) -> bool:

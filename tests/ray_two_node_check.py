@@ -26,8 +26,8 @@ def train_loop(config: dict) -> None:
     import torch
 
     from adalrs_ray import AdaLRS, AdaLRSConfig
+    from adalrs_ray.ray_train import AdaLRSTrainContext, default_store_key, make_snapshot_store
     from adalrs_ray.torch_binding import AdaLRSScheduler
-    from adalrs_ray.train import AdaLRSTrainContext, default_store_key, make_snapshot_store
 
     torch.set_num_threads(1)
     rank = ray.train.get_context().get_world_rank()
@@ -86,7 +86,7 @@ def main(out: str) -> int:
     from ray.cluster_utils import Cluster
     from ray.train.torch import TorchTrainer
 
-    from adalrs_ray.ray_snapshot import kill_snapshot_holders
+    from adalrs_ray.ray_train.object_store import kill_snapshot_holders
 
     cluster = Cluster(
         initialize_head=True,

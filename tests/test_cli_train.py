@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from adalrs_ray import cli_train
 from adalrs_ray.cli import main
+from adalrs_ray.cli import train as cli_train
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from adalrs_ray.controller import EVENT_KINDS, Action, AdaLRS, AdaLRSConfig, replay
+from adalrs_ray.core.controller import EVENT_KINDS, Action, AdaLRS, AdaLRSConfig, replay
 
 K = 10
 

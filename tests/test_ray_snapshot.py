@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from adalrs_ray.snapshot import SnapshotMissingError
+from adalrs_ray.torch_binding.snapshot import SnapshotMissingError
 
 pytestmark = pytest.mark.ray
 
@@ -38,7 +38,7 @@ def _wait_until_dead(ray, method, timeout_s: float = 60.0) -> None:
 
 @pytest.fixture()
 def store(ray_cluster):
-    from adalrs_ray.ray_snapshot import ObjectStoreSnapshotStore
+    from adalrs_ray.ray_train.object_store import ObjectStoreSnapshotStore
 
     s = ObjectStoreSnapshotStore()
     yield s
@@ -122,7 +122,7 @@ def test_snapshot_lives_on_this_node(store, ray_cluster):
 
 
 def test_snapshot_survives_the_death_of_the_process_that_saved_it(ray_cluster):
-    from adalrs_ray.ray_snapshot import ObjectStoreSnapshotStore
+    from adalrs_ray.ray_train.object_store import ObjectStoreSnapshotStore
 
     ray = ray_cluster
 
@@ -133,7 +133,7 @@ def test_snapshot_survives_the_death_of_the_process_that_saved_it(ray_cluster):
 
             import torch
 
-            from adalrs_ray.ray_snapshot import ObjectStoreSnapshotStore
+            from adalrs_ray.ray_train.object_store import ObjectStoreSnapshotStore
 
             ObjectStoreSnapshotStore(key=key).save(9, [torch.full((64,), 2.5)], {"by": "saver"})
             return os.getpid()
@@ -160,7 +160,7 @@ def test_snapshot_survives_the_death_of_the_process_that_saved_it(ray_cluster):
 
 def test_lost_snapshot_raises_snapshot_missing_with_the_step(ray_cluster):
 
-    from adalrs_ray.ray_snapshot import ObjectStoreSnapshotStore, kill_snapshot_holders
+    from adalrs_ray.ray_train.object_store import ObjectStoreSnapshotStore, kill_snapshot_holders
 
     store = ObjectStoreSnapshotStore()
     store.save(42, [torch.ones(16)], None)
@@ -176,7 +176,7 @@ def test_lost_snapshot_raises_snapshot_missing_with_the_step(ray_cluster):
 
 
 def test_invalid_arguments_raise_value_error(ray_cluster):
-    from adalrs_ray.ray_snapshot import ObjectStoreSnapshotStore
+    from adalrs_ray.ray_train.object_store import ObjectStoreSnapshotStore
 
     with pytest.raises(ValueError, match="key"):
         ObjectStoreSnapshotStore(key="")

@@ -61,8 +61,8 @@ def _train_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    from adalrs_ray.ray_train import AdaLRSTrainContext, default_store_key, make_snapshot_store
     from adalrs_ray.torch_binding import AdaLRSScheduler
-    from adalrs_ray.train import AdaLRSTrainContext, default_store_key, make_snapshot_store
 
     torch.set_num_threads(1)
     rank = ray.train.get_context().get_world_rank()
@@ -91,7 +91,7 @@ def _train_loop(config: dict) -> None:
             log.close()
             os._exit(1)  # a worker dies, its in-memory snapshot with it
         if rank == 1 and step == config.get("kill_holders_at") and not Path(marker).exists():
-            from adalrs_ray.ray_snapshot import kill_snapshot_holders
+            from adalrs_ray.ray_train.object_store import kill_snapshot_holders
 
             Path(marker).write_text(str(kill_snapshot_holders()))  # every snapshot is lost
         x, y = _data(step, rank)
@@ -126,7 +126,7 @@ def _fit(tmp: Path, **config) -> object:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from adalrs_ray.train import LostSnapshotPolicy
+    from adalrs_ray.ray_train import LostSnapshotPolicy
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     (tmp / "out").mkdir(parents=True, exist_ok=True)
@@ -311,8 +311,8 @@ def test_lost_snapshot_fails_the_run_under_policy_fail(
 
 
 def test_lost_snapshot_policy_callback_only_acts_on_lost_snapshots():
-    from adalrs_ray.snapshot import SnapshotMissingError
-    from adalrs_ray.train import LostSnapshotPolicy, SnapshotLostError
+    from adalrs_ray.ray_train import LostSnapshotPolicy, SnapshotLostError
+    from adalrs_ray.torch_binding.snapshot import SnapshotMissingError
 
     LostSnapshotPolicy("fail").after_exception(None, {0: RuntimeError("other failure")})
     LostSnapshotPolicy("checkpoint").after_exception(None, {1: SnapshotLostError("gone")})
@@ -327,8 +327,8 @@ def test_lost_snapshot_policy_callback_only_acts_on_lost_snapshots():
 @pytest.mark.ray
 @pytest.mark.slow
 def test_lm_task_trains_on_two_workers_with_reduced_loss(ray_cluster, fast_reports, tmp_path):
-    from adalrs_ray.train import run_lm_trainer
     from train_loops.lm import LMConfig
+    from train_loops.lm_ray_train import run_lm_trainer
 
     cfg = LMConfig(
         preset="tiny",
@@ -377,7 +377,7 @@ def test_two_node_cluster_keeps_each_ranks_snapshot_on_its_own_node(tmp_path):
 
 
 def test_reduce_mean_without_a_process_group_is_the_value():
-    from adalrs_ray.train import reduce_mean
+    from adalrs_ray.ray_train import reduce_mean
 
     assert reduce_mean(torch.tensor(2.5)) == 2.5
     assert reduce_mean(1.25) == 1.25
@@ -395,8 +395,8 @@ def test_reduce_mean_without_a_process_group_is_the_value():
     ],
 )
 def test_context_rejects_bad_arguments(kwargs, message):
+    from adalrs_ray.ray_train import AdaLRSTrainContext
     from adalrs_ray.torch_binding import AdaLRSScheduler
-    from adalrs_ray.train import AdaLRSTrainContext
 
     model = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -406,8 +406,8 @@ def test_context_rejects_bad_arguments(kwargs, message):
 
 
 def _build_local(sharded: bool = False):
+    from adalrs_ray.ray_train import AdaLRSTrainContext
     from adalrs_ray.torch_binding import AdaLRSScheduler
-    from adalrs_ray.train import AdaLRSTrainContext
 
     torch.manual_seed(0)
     model = _Net()
@@ -421,7 +421,7 @@ def _build_local(sharded: bool = False):
 def test_checkpoint_round_trip_outside_ray_restores_state_and_decisions(tmp_path, sharded):
     """save_checkpoint/load_checkpoint in one process: the resumed copy continues exactly
     (snapshot of a trial in progress included)."""
-    from adalrs_ray.train import RANK_FILE, SHARED_FILE
+    from adalrs_ray.ray_train import RANK_FILE, SHARED_FILE
 
     def build():
         return _build_local(sharded)
@@ -456,7 +456,7 @@ def test_checkpoint_round_trip_outside_ray_restores_state_and_decisions(tmp_path
 
 
 def test_checkpoint_of_another_world_size_is_refused(tmp_path):
-    from adalrs_ray.train import SHARED_FILE
+    from adalrs_ray.ray_train import SHARED_FILE
 
     _, _, ctx = _build_local()
     ctx.save_checkpoint(tmp_path)

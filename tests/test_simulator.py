@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adalrs_ray.controller import AdaLRSConfig
-from adalrs_ray.simulator import LossReplayer, LossSimulator, simulate
+from adalrs_ray.core.controller import AdaLRSConfig
+from adalrs_ray.core.simulator import LossReplayer, LossSimulator, simulate
 
 # a run whose search window holds ~30 windows: enough for a few adjustments
 CFG = AdaLRSConfig(total_steps=20_000, window=200)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adalrs_ray.snapshot import InMemorySnapshotStore, SnapshotMissingError, SnapshotStore
+from adalrs_ray.torch_binding.snapshot import (
+    InMemorySnapshotStore,
+    SnapshotMissingError,
+    SnapshotStore,
+)
 
 
 def _tensors() -> list[torch.Tensor]:

@@ -15,14 +15,14 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
-from adalrs_ray.controller import Action, AdaLRS, AdaLRSConfig, Decision
-from adalrs_ray.snapshot import InMemorySnapshotStore, SnapshotMissingError
+from adalrs_ray.core.controller import Action, AdaLRS, AdaLRSConfig, Decision
 from adalrs_ray.torch_binding import (
     BASE_SCHEDULES,
     AdaLRSScheduler,
     base_schedule_lambda,
     get_base_schedule,
 )
+from adalrs_ray.torch_binding.snapshot import InMemorySnapshotStore, SnapshotMissingError
 
 T = 24
 LRS = (1e-2, 3e-3)  # two param groups with different peak LRs
@@ -728,7 +728,7 @@ def test_with_the_real_controller_lr_and_backtracking_hold():
     """The real AdaLRS on a loss stream that punishes large LRs: every RESTORE brings back the
     state saved at its restore_step, and the LR is always base(t) * scale; the binding makes
     the same decisions as the bare controller fed the same losses."""
-    from adalrs_ray.simulator import LossSimulator
+    from adalrs_ray.core.simulator import LossSimulator
 
     steps = 200
     model, opt = make_model()
@@ -766,7 +766,7 @@ def test_with_the_real_controller_lr_and_backtracking_hold():
 
 
 def test_with_the_real_controller_resume_mid_trial_matches_an_uninterrupted_run():
-    from adalrs_ray.simulator import LossSimulator
+    from adalrs_ray.core.simulator import LossSimulator
 
     steps = 200
     cfg = AdaLRSConfig(total_steps=steps, window=10, start_ratio=0.1, end_ratio=0.6)

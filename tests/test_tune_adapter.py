@@ -1,4 +1,4 @@
-"""What adalrs_ray._tune_adapter relies on in Ray Tune: these tests fail when Ray changes it."""
+"""What adalrs_ray.comparison.tune_adapter relies on in Ray Tune: these tests fail when Ray changes it."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ray.tune.schedulers import (
     pbt,
 )
 
-from adalrs_ray import _tune_adapter as adapter
+from adalrs_ray.comparison import tune_adapter as adapter
 
 SUB_SCHEDULER_MODULES = [
     inspect.getmodule(FIFOScheduler),

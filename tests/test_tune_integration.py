@@ -8,9 +8,9 @@ import json
 import pytest
 from ray import tune
 
-from adalrs_ray.tune_scheduler import AdaLRSComparison, load_comparison
-from adalrs_ray.tune_trainable import get_trainable, lm_config_from_trial
+from adalrs_ray.comparison import AdaLRSComparison, load_comparison
 from search_algos import get_arm
+from train_loops.trainables import get_trainable, lm_config_from_trial
 
 pytestmark = pytest.mark.ray
 
@@ -117,7 +117,7 @@ def test_saved_directory_rebuilds_the_tables(comparison):
 
 
 def test_a_failing_trial_is_recorded_as_failed(ray_cluster, tmp_path):
-    from adalrs_ray.tune_trainable import synthetic_trainable
+    from train_loops.trainables import synthetic_trainable
 
     def flaky(config):  # the trial of slot 1 dies after its first report
         if config["slot"] == 1:
@@ -211,7 +211,7 @@ def test_lm_config_from_trial_maps_the_comparison_keys():
     ],
 )
 def test_synthetic_trainable_rejects_bad_config(bad, match):
-    from adalrs_ray.tune_trainable import synthetic_trainable
+    from train_loops.trainables import synthetic_trainable
 
     config = {"lr": 1e-3, "total_steps": 20, "report_every": 10, "adalrs": None, **bad}
     with pytest.raises(ValueError, match=match):

@@ -14,8 +14,8 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search.variant_generator import generate_variants
 
-from adalrs_ray import tune_scheduler
-from adalrs_ray.tune_scheduler import AdaLRSComparison, load_comparison
+from adalrs_ray.comparison import AdaLRSComparison, load_comparison
+from adalrs_ray.comparison import scheduler as tune_scheduler
 from search_algos import get_arm
 from search_algos.grid import GridArm
 

@@ -1,5 +1,5 @@
 """The Tune trainable that launches a Ray Train V2 TorchTrainer per trial
-(adalrs_ray/tune_train_trainable.py): comparison arms (PBT with a real exploit, AdaLRS) on
+(train_loops/trainables/lm_torchtrainer.py): comparison arms (PBT with a real exploit, AdaLRS) on
 two Train workers per trial, its config checks and its placement-group reaper."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import types
 import pytest
 from ray import tune
 
-from adalrs_ray import tune_train_trainable as ttt
-from adalrs_ray.tune_scheduler import AdaLRSComparison
-from adalrs_ray.tune_trainable import TRAINABLES, get_trainable
+from adalrs_ray.comparison import AdaLRSComparison
 from search_algos import get_arm
+from train_loops.trainables import TRAINABLES, get_trainable
+from train_loops.trainables import lm_torchtrainer as ttt
 
 pytestmark = pytest.mark.ray
 
@@ -125,7 +125,7 @@ def test_registered_without_importing_ray_train():
     # get_trainable("lm_torchtrainer") works from a plain import of the registry, which stays
     # light: ray.train is imported only when a trial runs
     code = (
-        "import sys; from adalrs_ray.tune_trainable import TRAINABLES; "
+        "import sys; from train_loops.trainables import TRAINABLES; "
         f"assert {ttt.NAME!r} in TRAINABLES; assert 'ray.train' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -5,7 +5,15 @@
 * :mod:`train_loops.model`: randomly initialised Qwen2 presets, device and autocast helpers.
 * :mod:`train_loops.lm`: :class:`LMConfig`, :class:`LoopHooks`, :class:`LMTrainer`, :func:`run`.
 
+* :mod:`train_loops.lm_ray_train`: the LM task on Ray Train V2 workers.
+* :mod:`train_loops.trainables`: the comparison's Tune trainables (synthetic, LM in-process, LM on
+  a TorchTrainer per trial) and their registry.
+
 Names are imported lazily so ``import train_loops.data`` does not import torch.
+
+May import: :mod:`adalrs_ray` below the experiments layer (core, torch binding, Ray Train
+utility, report contract, comparison), torch, transformers and ray. Never
+:mod:`adalrs_ray.experiments` or :mod:`adalrs_ray.cli`.
 """
 
 from __future__ import annotations

@@ -233,7 +233,7 @@ class LMConfig:
 
     def adalrs_config(self) -> Any:
         """The :class:`adalrs_ray.AdaLRSConfig` of this run (validated by the controller)."""
-        from adalrs_ray.controller import AdaLRSConfig
+        from adalrs_ray.core.controller import AdaLRSConfig
 
         return AdaLRSConfig.from_dict(
             {"total_steps": self.steps, "window": self.window, **self.adalrs_options}
@@ -417,7 +417,7 @@ class LMTrainer:
         )
         base = _base_schedule(cfg, self.optimizer)
         if cfg.adalrs:
-            from adalrs_ray.controller import AdaLRS
+            from adalrs_ray.core.controller import AdaLRS
             from adalrs_ray.torch_binding import AdaLRSScheduler
 
             self.adalrs_config = cfg.adalrs_config()

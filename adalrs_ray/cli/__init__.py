@@ -3,6 +3,11 @@
 Each sub-command module exposes ``register(subparsers)`` that adds its parser and sets
 ``func=callable(args) -> int`` on it. Modules are imported lazily so ``adalrs-ray --help`` is fast
 and a broken optional dependency only breaks its own sub-command.
+
+The CLI parses arguments and calls library functions (:mod:`adalrs_ray.experiments`, the tasks of
+:mod:`train_loops`, the report) that the examples call too.
+
+May import: every layer (it is the top one). Nothing imports it.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import sys
 
 # sub-command modules, in the order shown by --help
-_COMMAND_MODULES = ("adalrs_ray.cli_train", "adalrs_ray.cli_compare")
+_COMMAND_MODULES = ("adalrs_ray.cli.train", "adalrs_ray.cli.compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,13 +17,13 @@ Presets (:data:`PRESETS`):
 * ``long`` -- the same task with 2x longer trials and 1.5x longer windows.
 * ``wsd64`` -- the tiny LM at 64 x 128 tokens per step under WSD, trials of 2,000 steps: the
   setting in which AdaLRS from 10x too small reached 0.83x the grid's LR (docs/lm_task.md, F).
-* ``sim`` -- the loss simulator (:class:`adalrs_ray.simulator.LossSimulator`): no training
+* ``sim`` -- the loss simulator (:class:`adalrs_ray.core.simulator.LossSimulator`): no training
   cost, Tune's overhead only.
 * ``smoke`` -- the tiny LM for a handful of steps: checks the plumbing, shows nothing.
 
 Example::
 
-    from adalrs_ray.presets import get_preset, build_arms
+    from adalrs_ray.experiments.presets import get_preset, build_arms
     p = get_preset("quick").with_overrides(total_steps=200)
     arms = build_arms(p, ["adalrs", "grid", "hyperband", "pbt"])
 """
@@ -48,7 +48,7 @@ class ComparePreset:
     Args:
         name: the preset's name.
         description: one line for ``--help`` and the report.
-        task: ``"lm"`` (the LM trainable of :mod:`adalrs_ray.tune_trainable`) or ``"sim"``
+        task: ``"lm"`` (the LM trainable of :mod:`train_loops.trainables`) or ``"sim"``
             (the synthetic simulator trainable).
         total_steps: T, the budget of one full trial in optimizer steps.
         report_every: steps between two reports (the unit of HyperBand/ASHA/PBT time).

@@ -19,7 +19,7 @@ Restores copy from the zero-copy, read-only object-store view into the live tens
 references to it, and a later step would write into the stored snapshot).
 
 If the object or its holder is gone (the node died, the holder was killed, the object was lost),
-:meth:`ObjectStoreSnapshotStore.load_into` raises :class:`~adalrs_ray.snapshot.SnapshotMissingError`
+:meth:`ObjectStoreSnapshotStore.load_into` raises :class:`~adalrs_ray.torch_binding.snapshot.SnapshotMissingError`
 naming the step and the reason; it never restores anything else.
 
 Example (inside a Ray worker or driver)::
@@ -43,7 +43,12 @@ import ray
 import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from adalrs_ray.snapshot import SnapshotMissingError, SnapshotStore, _check_tensors, synchronize
+from adalrs_ray.torch_binding.snapshot import (
+    SnapshotMissingError,
+    SnapshotStore,
+    check_tensors,
+    synchronize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +130,7 @@ def kill_snapshot_holders() -> int:
 
     Holders are detached so that snapshots survive worker restarts; they outlive the job too.
     Call this when no run that uses :class:`ObjectStoreSnapshotStore` is active any more
-    (:func:`adalrs_ray.train.run_lm_trainer` does it at the end of a run it started Ray for).
+    (:func:`train_loops.lm_ray_train.run_lm_trainer` does it at the end of a run it started Ray for).
     """
     killed = 0
     for entry in ray.util.list_named_actors(all_namespaces=True):
@@ -204,7 +209,7 @@ class ObjectStoreSnapshotStore(SnapshotStore):
     def save(self, step: int, tensors: Sequence[torch.Tensor], meta: Any) -> None:
         if isinstance(step, bool) or not isinstance(step, int):
             raise ValueError(f"save: `step` must be an int; got {step!r}")
-        tensors = _check_tensors(tensors, "save")
+        tensors = check_tensors(tensors, "save")
         self._step = None  # a failed save must not leave the old snapshot looking current
         arrays = [_as_bytes(t) for t in tensors]
         layout = tuple((tuple(t.shape), str(t.dtype)) for t in tensors)
@@ -273,7 +278,7 @@ class ObjectStoreSnapshotStore(SnapshotStore):
         return views
 
     def load_into(self, tensors: Sequence[torch.Tensor]) -> tuple[int, Any]:
-        tensors = _check_tensors(tensors, "load_into")
+        tensors = check_tensors(tensors, "load_into")
         step, arrays, payload = self._fetch("load_into")
         layout = payload["layout"]
         if len(tensors) != len(layout):

@@ -206,8 +206,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         init_from=args.init_from,
     )
-    if args.workers != 1 or args.address:  # Ray Train V2 workers: adalrs_ray.train
-        from adalrs_ray.train import run_lm_trainer
+    if args.workers != 1 or args.address:  # Ray Train V2 workers: adalrs_ray.ray_train
+        from train_loops.lm_ray_train import run_lm_trainer
 
         summary = run_lm_trainer(cfg, args.workers, args.address)
     else:

@@ -19,6 +19,8 @@ Example::
                                                           # adalrs_compute_log.jsonl
 
 Exact definitions of every column and plot: ``docs/report.md``.
+
+May import: pandas, numpy, matplotlib and :mod:`adalrs_ray.core`. Never ray or torch.
 """
 
 from __future__ import annotations
@@ -36,70 +38,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adalrs_ray.report.contract import (
+    ARM_CUM_COLUMNS,
+    COMPUTE_COLUMNS,
+    CUM_COLUMNS,
+    DEFAULT_THRESHOLDS,
+    FAILED_STATUSES,
+    ID_COLUMNS,
+    INT_COLUMNS,
+    META_FILE_NAME,
+    NAN_OK_COLUMNS,
+    POSITIVE_COLUMNS,
+    REQUIRED_COLUMNS,
+    RESULT_FILE_NAMES,
+    TRIAL_STATUS_FILE,
+    UNFINISHED_STATUSES,
+    UNIT_LABEL,
+    UNITS,
+)
+
 logger = logging.getLogger(__name__)
-
-# ----------------------------------------------------------------------------- the contract
-
-#: Columns of the tidy results table (docs/design.md), in canonical order.
-REQUIRED_COLUMNS: tuple[str, ...] = (
-    "arm",
-    "trial_id",
-    "status",
-    "lr0",
-    "iteration",
-    "step",
-    "loss",
-    "val_loss",
-    "lr",
-    "scale",
-    "steps_done",
-    "tokens_done",
-    "worker_s_done",
-    "cum_steps",
-    "cum_tokens",
-    "cum_worker_s",
-    "arm_cum_steps",
-    "arm_cum_tokens",
-    "arm_cum_worker_s",
-    "wall_s",
-    "adalrs_events",
-)
-_ID_COLUMNS = ("arm", "trial_id", "status")
-_INT_COLUMNS = ("iteration", "step")
-# float columns where NaN is a legitimate value (no LR known, loss diverged, ...)
-_NAN_OK_COLUMNS = ("lr0", "loss", "val_loss", "lr", "scale", "wall_s")
-_POSITIVE_COLUMNS = ("lr0", "scale")  # > 0 where finite
-# compute accounting: finite and >= 0 on every row
-_UNITS = ("steps", "tokens", "worker_s")
-_DONE_COLUMNS = tuple(f"{u}_done" for u in _UNITS)
-_CUM_COLUMNS = tuple(f"cum_{u}" for u in _UNITS)
-_ARM_CUM_COLUMNS = tuple(f"arm_cum_{u}" for u in _UNITS)
-_COMPUTE_COLUMNS = _DONE_COLUMNS + _CUM_COLUMNS + _ARM_CUM_COLUMNS
-
-#: Default p of "within p% of the best loss": 1%, 2%, 5%.
-DEFAULT_THRESHOLDS: tuple[float, ...] = (0.01, 0.02, 0.05)
-
-#: Trial statuses that mean "still going" (Tune's names); any other final status is finished.
-UNFINISHED_STATUSES = frozenset({"RUNNING", "PENDING", "PAUSED"})
-#: Final statuses that mark a trial as failed whatever its last val_loss.
-FAILED_STATUSES = frozenset({"ERROR", "FAILED"})
-
-#: File names :func:`load_results` looks for in a directory, in order of preference: the tidy
-#: table a report saved, the compute log of :class:`adalrs_ray.tune_scheduler.AdaLRSComparison`,
-#: then a compute log under the generic names.
-RESULT_FILE_NAMES: tuple[str, ...] = (
-    "results.parquet",
-    "adalrs_compute_log.jsonl",
-    "comparison_log.parquet",
-    "comparison_log.jsonl",
-)
-#: Written by the Tune scheduler beside its compute log: ``{"trials": [{"trial_id", "status"}, ...],
-#: "total_steps": ...}``; gives the final status of each trial and the default ``baseline_steps``.
-TRIAL_STATUS_FILE = "adalrs_comparison.json"
-#: Report options saved next to the results, reused by :func:`build_report_from_dir`.
-META_FILE_NAME = "report_meta.json"
-
-_UNIT_LABEL = {"steps": "steps", "tokens": "tokens", "worker_s": "worker-s"}
 
 
 def threshold_label(p: float) -> str:
@@ -139,7 +97,7 @@ def validate_results(df: pd.DataFrame) -> pd.DataFrame:
         )
     out = df.reset_index(drop=True).copy()
 
-    for col in _ID_COLUMNS:
+    for col in ID_COLUMNS:
         null = out[col].isna()
         if null.any():
             raise ValueError(
@@ -148,22 +106,22 @@ def validate_results(df: pd.DataFrame) -> pd.DataFrame:
         out[col] = out[col].astype(str)
     out["status"] = out["status"].str.strip().str.upper()
 
-    for col in _INT_COLUMNS + _NAN_OK_COLUMNS + _COMPUTE_COLUMNS:
+    for col in INT_COLUMNS + NAN_OK_COLUMNS + COMPUTE_COLUMNS:
         out[col] = _to_float(out[col], col)
-    for col in _INT_COLUMNS:
+    for col in INT_COLUMNS:
         vals = out[col].to_numpy()
         bad = ~np.isfinite(vals) | (vals != np.round(vals))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"column {col!r} must hold integers, got {vals[i]!r} at row {i}")
         out[col] = out[col].astype("int64")
-    for col in _POSITIVE_COLUMNS:
+    for col in POSITIVE_COLUMNS:
         vals = out[col].to_numpy()
         bad = np.isfinite(vals) & (vals <= 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"column {col!r} must be > 0 where finite, got {vals[i]!r} at row {i}")
-    for col in _COMPUTE_COLUMNS:
+    for col in COMPUTE_COLUMNS:
         vals = out[col].to_numpy()
         bad = ~np.isfinite(vals) | (vals < 0)
         if bad.any():
@@ -179,7 +137,7 @@ def validate_results(df: pd.DataFrame) -> pd.DataFrame:
         arms = sorted(out.loc[out["trial_id"] == tid, "arm"].unique())
         raise ValueError(f"trial {tid!r} appears in several arms {arms}: a trial has one arm")
 
-    for key, cols in (("trial_id", _CUM_COLUMNS), ("arm", _ARM_CUM_COLUMNS)):
+    for key, cols in (("trial_id", CUM_COLUMNS), ("arm", ARM_CUM_COLUMNS)):
         for col in cols:
             dec = out.groupby(key, sort=False)[col].diff() < 0
             if dec.any():
@@ -478,7 +436,7 @@ def summarize(
             row["best_final_val_loss"] = math.nan
             row["best_trial"] = None
             found_lr = math.nan
-        for u in _UNITS:
+        for u in UNITS:
             row[f"total_{u}"] = float(g[f"arm_cum_{u}"].iloc[-1])
         row["reference_loss"] = ref
         vl = g["val_loss"].to_numpy(dtype=float)
@@ -486,7 +444,7 @@ def summarize(
         for p in ps:
             lab = threshold_label(p)
             hit = np.flatnonzero(finite & (vl <= threshold_target(ref, p))) if finite.any() else []
-            for u in _UNITS:
+            for u in UNITS:
                 row[f"{u}_to_{lab}"] = (
                     float(g[f"arm_cum_{u}"].iloc[hit[0]]) if len(hit) else math.nan
                 )
@@ -519,7 +477,7 @@ def summarize(
     cols += ["total_grid_frac", "reference_loss"]
     for p in ps:
         lab = threshold_label(p)
-        cols += [f"{u}_to_{lab}" for u in _UNITS]
+        cols += [f"{u}_to_{lab}" for u in UNITS]
         cols += [f"full_runs_to_{lab}", f"grid_frac_to_{lab}"]
     cols += ["found_lr", "grid_best_lr", "lr_ratio_to_grid_best"]
     out = out[cols]
@@ -557,7 +515,7 @@ def normalize_log(df: pd.DataFrame) -> pd.DataFrame:
                 continue
             out.loc[mask, "status"] = status
     for key, prefix in (("trial_id", "cum_"), ("arm", "arm_cum_")):
-        for u in _UNITS:
+        for u in UNITS:
             col, src = f"{prefix}{u}", f"{u}_done"
             if col not in out.columns and key in out.columns and src in out.columns:
                 out[col] = pd.to_numeric(out[src], errors="coerce").groupby(out[key]).cumsum()
@@ -757,7 +715,7 @@ def plot_best_so_far(df: pd.DataFrame, path: Path, summary: pd.DataFrame | None 
     targets of ``summary`` known, a second row zooms on them (dotted lines, labelled p%)."""
     arms = list(pd.unique(df["arm"]))
     colors = _arm_colors(arms)
-    units = [u for u in _UNITS if (df[f"arm_cum_{u}"] > 0).any()] or ["steps"]
+    units = [u for u in UNITS if (df[f"arm_cum_{u}"] > 0).any()] or ["steps"]
     targets = _targets_from_summary(summary)
     fig, axes = _figure(len(units), 2 if targets else 1, height=3.2)
     curves = {}
@@ -775,7 +733,7 @@ def plot_best_so_far(df: pd.DataFrame, path: Path, summary: pd.DataFrame | None 
                     ax.plot(x[keep], best[keep], drawstyle="steps-post", color=colors[arm],
                             label=arm)  # fmt: skip
             ax.set_xscale("log")
-            ax.set_xlabel(f"arm-cumulative {_UNIT_LABEL[u]} (log)")
+            ax.set_xlabel(f"arm-cumulative {UNIT_LABEL[u]} (log)")
             ax.set_ylabel("best val_loss so far" + (" (zoom)" if r else ""))
             ax.grid(True, which="both", alpha=0.3)
             if r == 0:

@@ -72,7 +72,7 @@ class SnapshotStore(abc.ABC):
         """Bytes of memory the store holds for its snapshot."""
 
 
-def _accelerator_type() -> str | None:
+def accelerator_type() -> str | None:
     """Device type of the current accelerator (``"cuda"``, ``"npu"``, ...), or None."""
     accelerator = getattr(torch, "accelerator", None)
     if accelerator is not None:
@@ -87,7 +87,7 @@ def synchronize(devices: set[torch.device]) -> None:
         if device.type in ("cpu", "meta"):
             continue
         accelerator = getattr(torch, "accelerator", None)
-        if accelerator is not None and device.type == _accelerator_type():
+        if accelerator is not None and device.type == accelerator_type():
             accelerator.synchronize(device)
         else:
             module = getattr(torch, device.type, None)
@@ -100,7 +100,7 @@ def synchronize(devices: set[torch.device]) -> None:
                 sync()
 
 
-def _check_tensors(tensors: Any, what: str) -> list[torch.Tensor]:
+def check_tensors(tensors: Any, what: str) -> list[torch.Tensor]:
     if isinstance(tensors, torch.Tensor) or not isinstance(tensors, Sequence):
         raise ValueError(
             f"{what}: `tensors` must be a sequence of torch.Tensor; got {type(tensors).__name__}"
@@ -149,7 +149,7 @@ class InMemorySnapshotStore(SnapshotStore):
     @staticmethod
     def _signature_of(tensors: list[torch.Tensor]) -> tuple:
         device_types = {t.device.type for t in tensors} - {"cpu"}
-        pin = bool(device_types) and _accelerator_type() in device_types
+        pin = bool(device_types) and accelerator_type() in device_types
         return (pin, tuple((tuple(t.shape), t.dtype) for t in tensors))
 
     def _allocate(self, signature: tuple) -> None:
@@ -179,7 +179,7 @@ class InMemorySnapshotStore(SnapshotStore):
     def save(self, step: int, tensors: Sequence[torch.Tensor], meta: Any) -> None:
         if isinstance(step, bool) or not isinstance(step, int):
             raise ValueError(f"save: `step` must be an int; got {step!r}")
-        tensors = _check_tensors(tensors, "save")
+        tensors = check_tensors(tensors, "save")
         signature = self._signature_of(tensors)
         self._step = None  # a failed copy must not leave a half-written snapshot looking valid
         if signature != self._signature:
@@ -203,7 +203,7 @@ class InMemorySnapshotStore(SnapshotStore):
 
     def load_into(self, tensors: Sequence[torch.Tensor]) -> tuple[int, Any]:
         self._require("load_into")
-        tensors = _check_tensors(tensors, "load_into")
+        tensors = check_tensors(tensors, "load_into")
         if len(tensors) != len(self._views):
             raise ValueError(
                 f"load_into: got {len(tensors)} tensors but the snapshot of step {self._step} "

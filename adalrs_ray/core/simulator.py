@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from adalrs_ray.controller import Action, AdaLRS, AdaLRSConfig
+from adalrs_ray.core.controller import Action, AdaLRS, AdaLRSConfig
 
 
 def _positive(name: str, value: float) -> None:

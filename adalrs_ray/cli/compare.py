@@ -2,10 +2,10 @@
 
 ``compare`` runs AdaLRS (Dong et al., "AdaLRS", NeurIPS 2025, arXiv 2506.13274), started 10x off
 the best LR, against a grid, HyperBand (or ASHA) and PBT in ONE ``tune.Tuner`` scheduled by
-:class:`adalrs_ray.tune_scheduler.AdaLRSComparison`, shows a one-line progress summary while it
+:class:`adalrs_ray.comparison.AdaLRSComparison`, shows a one-line progress summary while it
 runs, and writes the cost report of :mod:`adalrs_ray.report` (``report.md``, ``report.html``,
 ``results.parquet``, PNGs) into ``--out``. Budgets come from a preset
-(:mod:`adalrs_ray.presets`); every option given on the command line overrides the preset.
+(:mod:`adalrs_ray.experiments.presets`); every option given on the command line overrides the preset.
 
 ``report DIR`` rebuilds the report from a saved directory (``results.parquet``, or the Tune
 compute log under ``DIR/tune`` when the run stopped before its report).
@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from adalrs_ray.cli_train import parse_adalrs_opts
+from adalrs_ray.cli.train import parse_adalrs_opts
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 def register(subparsers: Any) -> None:
     """Add the ``compare`` and ``report`` sub-commands (see :mod:`adalrs_ray.cli`)."""
-    from adalrs_ray.presets import ARM_NAMES, PRESETS
+    from adalrs_ray.experiments.presets import ARM_NAMES, PRESETS
 
     presets = ", ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
     p = subparsers.add_parser(
@@ -153,13 +153,13 @@ def register(subparsers: Any) -> None:
 # ------------------------------------------------------------------------------ resolution
 def resolve_preset(args: argparse.Namespace):
     """The preset of ``args.preset`` with every command-line override applied."""
-    from adalrs_ray.presets import get_preset
+    from adalrs_ray.experiments.presets import get_preset
 
     preset = get_preset(args.preset)
     task = args.task or preset.task
     if task != preset.task:
         # another task: its own defaults, then the overrides
-        from adalrs_ray.presets import PRESETS
+        from adalrs_ray.experiments.presets import PRESETS
 
         base = "sim" if task == "sim" else "quick"
         logger.info("--task %s: budgets of preset %r", task, base)
@@ -206,7 +206,7 @@ def resolve_preset(args: argparse.Namespace):
 def _check_trial_config(preset, sched, trial_config: Mapping[str, Any]) -> None:
     """Fail before Ray starts: the config of every trial, the data path."""
     if preset.task != "lm":
-        from adalrs_ray.tune_trainable import check_synthetic_config
+        from train_loops.trainables import check_synthetic_config
 
         for slot in sched.slots():
             check_synthetic_config({**trial_config, **slot})
@@ -215,12 +215,12 @@ def _check_trial_config(preset, sched, trial_config: Mapping[str, Any]) -> None:
     if data is not None and not Path(data).exists():
         raise ValueError(f"--data {data!r} does not exist")
     if "workers" in trial_config:
-        from adalrs_ray.tune_train_trainable import check_train_config
+        from train_loops.trainables.lm_torchtrainer import check_train_config
 
         for slot in sched.slots():
             check_train_config({**trial_config, **slot})
         return
-    from adalrs_ray.tune_trainable import lm_config_from_trial
+    from train_loops.trainables import lm_config_from_trial
 
     for slot in sched.slots():
         lm_config_from_trial({**trial_config, **slot}, out_dir="unused")
@@ -401,7 +401,7 @@ def run_compare(
     Ctrl-C stops Tune, the report covers what ran), "wall_s": float}``. Raises ``ValueError`` for bad settings (before any
     trial starts) and when the run produced no result to report.
     """
-    from adalrs_ray.presets import adalrs_label, build_arms
+    from adalrs_ray.experiments.presets import adalrs_label, build_arms
 
     if not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"--workers is {workers!r}, but must be an integer >= 1")
@@ -421,7 +421,7 @@ def run_compare(
             f"{tune_dir} already exists (a previous compare run): choose another --out, or "
             f"rebuild its report with: adalrs-ray report {out}"
         )
-    from adalrs_ray.tune_scheduler import AdaLRSComparison
+    from adalrs_ray.comparison import AdaLRSComparison
 
     sched = AdaLRSComparison(
         arm_objs, total_steps=preset.total_steps, report_every=preset.report_every
@@ -450,7 +450,7 @@ def run_compare(
 
     from ray import tune
 
-    from adalrs_ray.tune_trainable import get_trainable
+    from train_loops.trainables import get_trainable
 
     # Train runs stopped by Tune (HyperBand, PBT) need the dashboard's state API to free
     # their placement groups (shared RAY_NOTES); in-process trials do not
@@ -459,7 +459,7 @@ def run_compare(
         cpu = total_cpus / preset.max_concurrent
         callbacks = []
         if workers > 1:
-            from adalrs_ray.tune_train_trainable import NAME, TrainPlacementGroupReaper
+            from train_loops.trainables.lm_torchtrainer import NAME, TrainPlacementGroupReaper
 
             driver_cpu, trial_config["cpus_per_worker"] = train_trial_cpus(
                 total_cpus, preset.max_concurrent, workers

@@ -1,13 +1,13 @@
 """A Tune trainable that trains each trial on several Ray Train V2 workers (a ``TorchTrainer``).
 
 :func:`lm_torchtrainer_trainable` is the multi-worker twin of
-:func:`adalrs_ray.tune_trainable.lm_trainable`: the same LM task (:mod:`train_loops.lm`), the same
+:func:`train_loops.trainables.lm_trainable`: the same LM task (:mod:`train_loops.lm`), the same
 comparison contract (docs/tune.md: ``lr``, ``total_steps``, ``report_every``, ``adalrs`` in, the
 metric keys of docs/design.md out at every report, with a checkpoint), the same checkpoint format,
 but each trial launches a ``TorchTrainer`` with ``workers`` data-parallel workers. AdaLRS (Dong et
 al., NeurIPS 2025, arXiv 2506.13274) runs inside the workers exactly as in
-:func:`adalrs_ray.train.lm_train_loop_per_worker`: every rank feeds the controller the mean loss
-(:func:`adalrs_ray.train.reduce_mean`) and snapshots/restores its own state.
+:func:`train_loops.lm_ray_train.lm_train_loop_per_worker`: every rank feeds the controller the mean loss
+(:func:`adalrs_ray.ray_train.reduce_mean`) and snapshots/restores its own state.
 
 Train V2 inside Tune needs its own plumbing for the arms that restart trials (PBT exploits,
 HyperBand pauses), see the shared RAY_NOTES and docs/tune.md:
@@ -42,12 +42,9 @@ from typing import Any
 from ray import tune
 from ray.train import UserCallback
 
-from adalrs_ray.train import (
-    SNAPSHOT_STORES,
-    LostSnapshotPolicy,
-    run_lm_worker,
-)
-from adalrs_ray.tune_trainable import lm_config_from_trial, register_trainable
+from adalrs_ray.ray_train import SNAPSHOT_STORES, LostSnapshotPolicy
+from train_loops.lm_ray_train import run_lm_worker
+from train_loops.trainables.lm import lm_config_from_trial
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +59,7 @@ __all__ = [
     "lm_torchtrainer_worker_loop",
 ]
 
-NAME = "lm_torchtrainer"  # the name in adalrs_ray.tune_trainable.TRAINABLES
+NAME = "lm_torchtrainer"  # the name in train_loops.trainables.TRAINABLES
 # the hex id of the placement group of the trial's current Train run, in every report
 PLACEMENT_GROUP_METRIC = "train_placement_group"
 # config keys of this trainable (all others: the comparison keys and LMConfig fields)
@@ -101,7 +98,7 @@ def check_train_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
     retry), ``on_lost_snapshot`` (``"checkpoint"`` or ``"fail"``), ``train_storage_path``
     (``None``: inside the trial's Tune storage), ``health_check_interval_s`` (``None``: Ray's
     default; Train V2 forwards at most one report per interval). Every other key goes to
-    :func:`adalrs_ray.tune_trainable.lm_config_from_trial`. Raises ``ValueError`` naming the key,
+    :func:`train_loops.trainables.lm_config_from_trial`. Raises ``ValueError`` naming the key,
     the value and the rule; call it before Ray starts to fail early.
     """
     s = {
@@ -177,7 +174,7 @@ def lm_torchtrainer_worker_loop(config: dict[str, Any]) -> dict[str, Any]:
     resume), then makes the config's ``lr`` the base LR again (PBT's explore changes it). Each
     report carries the LM window metrics (increments over all workers), ``world_size`` and
     :data:`PLACEMENT_GROUP_METRIC`; rank 0 attaches its checkpoint with :data:`PROGRESS_FILE`.
-    (:func:`adalrs_ray.train.run_lm_worker` with these additions.)
+    (:func:`train_loops.lm_ray_train.run_lm_worker` with these additions.)
     """
     import ray.util
 
@@ -492,6 +489,3 @@ class TrainPlacementGroupReaper(tune.Callback):
                 done.append(pg)
         self.removed.extend(done)
         return done
-
-
-register_trainable(NAME, lm_torchtrainer_trainable)

@@ -28,19 +28,18 @@ import inspect
 import logging
 import math
 import numbers
-import random
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
-from adalrs_ray.controller import Action
-from adalrs_ray.snapshot import (
+from adalrs_ray.core.controller import Action
+from adalrs_ray.torch_binding.rng import get_rng_state, set_rng_state
+from adalrs_ray.torch_binding.snapshot import (
     InMemorySnapshotStore,
     SnapshotMissingError,
     SnapshotStore,
-    _accelerator_type,
 )
 
 logger = logging.getLogger(__name__)
@@ -252,51 +251,6 @@ def _as_float(loss: Any) -> float:
     if isinstance(loss, numbers.Real) and not isinstance(loss, bool):
         return float(loss)
     raise ValueError(f"`loss` must be a float or a 0-d tensor; got {type(loss).__name__}: {loss!r}")
-
-
-def _get_rng_state() -> dict[str, Any]:
-    """RNG states, in types ``torch.load(weights_only=True)`` accepts.
-
-    The Mersenne-Twister key arrays are kept as int64 tensors: copying meta stays cheap.
-    """
-    version, internal, gauss_next = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": (version, torch.tensor(internal, dtype=torch.int64), gauss_next),
-    }
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is a dependency of torch's usual installs
-        np = None
-    if np is not None:
-        name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-        keys = torch.from_numpy(keys.astype(np.int64))
-        state["numpy"] = (name, keys, int(pos), int(has_gauss), float(cached))
-    device_type = _accelerator_type()
-    module = getattr(torch, device_type, None) if device_type else None
-    if module is not None and hasattr(module, "get_rng_state_all"):
-        if getattr(module, "is_initialized", lambda: True)():
-            state["accelerator"] = (device_type, module.get_rng_state_all())
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal.tolist()), gauss_next))
-    if "numpy" in state:
-        import numpy as np
-
-        name, keys, pos, has_gauss, cached = state["numpy"]
-        keys = keys.numpy().astype(np.uint32)
-        np.random.set_state((name, keys, pos, has_gauss, cached))
-    if "accelerator" in state:
-        device_type, states = state["accelerator"]
-        module = getattr(torch, device_type, None)
-        if module is None or _accelerator_type() != device_type:
-            logger.warning("snapshot holds %s RNG state but no %s device here", *[device_type] * 2)
-        else:
-            module.set_rng_state_all(states)
 
 
 # --------------------------------------------------------------------------- the scheduler
@@ -591,7 +545,7 @@ class AdaLRSScheduler:
             "opt_values": values,
             "scaler": self._scaler.state_dict() if self._scaler is not None else None,
             "base": self._base.state_dict() if self._base_kind == "scheduler" else None,
-            "rng": _get_rng_state() if self._rng else None,
+            "rng": get_rng_state() if self._rng else None,
         }
         self._store.save(step, tensors, meta)  # the store deep-copies meta
         self._snapshot_layout = tuple(layout)
@@ -635,7 +589,7 @@ class AdaLRSScheduler:
             if self._base_kind == "scheduler":
                 self._base.load_state_dict(meta["base"])
             if self._rng and meta["rng"] is not None:
-                _set_rng_state(meta["rng"])
+                set_rng_state(meta["rng"])
         logger.info(
             "AdaLRS restore at step %d to the snapshot of step %d via %s (mode %s)",
             step,

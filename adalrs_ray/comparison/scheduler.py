@@ -8,8 +8,8 @@ its compute is summed from what its trials report.
 Usage::
 
     from ray import tune
-    from adalrs_ray.tune_scheduler import AdaLRSComparison
-    from adalrs_ray.tune_trainable import synthetic_trainable
+    from adalrs_ray.comparison import AdaLRSComparison
+    from train_loops.trainables import synthetic_trainable
 
     sched = AdaLRSComparison()                        # adalrs, grid, hyperband, pbt
     tuner = tune.Tuner(
@@ -28,7 +28,7 @@ How it works:
 * A trial is bound to its arm once, at ``on_trial_add``, from its ``arm`` config key, and then by
   ``trial_id`` only: PBT copies the donor's whole config into an exploited trial.
 * Every hook is forwarded to the trial's arm's scheduler, which sees the controller through a
-  filtered view showing only its own trials (:class:`adalrs_ray._tune_adapter.ArmView`).
+  filtered view showing only its own trials (:class:`adalrs_ray.comparison.tune_adapter.ArmView`).
 * ``choose_trial_to_run`` returns the first PAUSED trial a sub-scheduler wants to resume, else the
   first PENDING one.
 * Compute: every report carries the increments ``steps_done``, ``tokens_done`` and
@@ -58,17 +58,19 @@ from typing import Any, NamedTuple
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from adalrs_ray import _tune_adapter as adapter
-from adalrs_ray.report import REQUIRED_COLUMNS
+from adalrs_ray.comparison import tune_adapter as adapter
+from adalrs_ray.report.contract import (
+    COMPARISON_FILE,
+    COMPUTE_LOG_FILE,
+    INCREMENT_KEYS,
+    LOG_VERSION,
+    REQUIRED_COLUMNS,
+    SLOT_KEYS,
+)
 from search_algos import ARMS, DEFAULT_ARMS, Arm, get_arm
-from search_algos.base import SLOT_KEYS
 
 logger = logging.getLogger(__name__)
 
-COMPUTE_LOG_FILE = "adalrs_compute_log.jsonl"
-COMPARISON_FILE = "adalrs_comparison.json"
-LOG_VERSION = 1
-INCREMENT_KEYS = ("steps_done", "tokens_done", "worker_s_done")
 
 # The tidy results table (docs/design.md) is the report's contract; the scheduler's own
 # columns follow it.

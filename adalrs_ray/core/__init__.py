@@ -1,0 +1,16 @@
+"""The pure core of AdaLRS: the controller state machine, its decision math, the loss simulator.
+
+Holds :mod:`~adalrs_ray.core.controller` (:class:`AdaLRSConfig`, :class:`AdaLRS`,
+:class:`Action`, :class:`Decision`), :mod:`~adalrs_ray.core.simulator` (a seeded loss process with
+a known optimum LR) and the shared helpers every layer uses (argument checks, least-squares
+slope, schedules as pure functions of the step).
+
+May import: the standard library (and numpy in the simulator). Never torch, ray or pandas: the
+whole algorithm can be read, tested and replayed without them.
+"""
+
+from __future__ import annotations
+
+from adalrs_ray.core.controller import EVENT_KINDS, Action, AdaLRS, AdaLRSConfig, Decision, replay
+
+__all__ = ["EVENT_KINDS", "Action", "AdaLRS", "AdaLRSConfig", "Decision", "replay"]

@@ -1,0 +1,9 @@
+"""Experiments built from the parts: the comparison's presets and runner, the LR sweep.
+
+Holds :mod:`~adalrs_ray.experiments.presets` (named settings of a comparison). These are library
+functions: the CLI (:mod:`adalrs_ray.cli`) parses arguments and calls them, and so do the
+examples.
+
+May import: every layer below it (the tasks and trainables of :mod:`train_loops`, the comparison,
+the arms, the report, the core). Never the CLI.
+"""

@@ -1,0 +1,218 @@
+"""The synthetic comparison trainable: :class:`~adalrs_ray.core.simulator.LossSimulator`,
+optionally with AdaLRS inside; milliseconds per report, for tests and examples."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from adalrs_ray.comparison.reporter import TuneReporter
+from adalrs_ray.core.controller import Action, AdaLRS, AdaLRSConfig
+from adalrs_ray.report.contract import TRIAL_KEYS
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["STATE_FILE", "check_synthetic_config", "synthetic_trainable"]
+
+STATE_FILE = "synthetic_state.json"
+STATE_VERSION = 1
+
+
+def _base_lr(schedule: str, lr: float, step: int, total: int, min_ratio: float) -> float:
+    if schedule == "cosine":
+        frac = min(step, total) / total
+        return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+    return lr
+
+
+def _get(config: Mapping[str, Any], key: str, default: Any) -> Any:
+    value = config.get(key, default)
+    return default if value is None and default is not None else value
+
+
+_SYNTHETIC_KEYS = (
+    "lr_opt",
+    "seed",
+    "sim",
+    "schedule",
+    "min_lr_ratio",
+    "tokens_per_step",
+    "seconds_per_step",
+    "checkpoint_every",
+)
+
+
+def check_synthetic_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The synthetic trainable's settings from a trial config, validated (``ValueError`` naming
+    the key, the value and the rule). Call it before Ray starts to fail early."""
+    unknown = sorted(k for k in config if k not in _SYNTHETIC_KEYS and k not in TRIAL_KEYS)
+    if unknown:
+        raise ValueError(
+            f"synthetic_trainable: unknown config keys {unknown}; it reads the comparison keys "
+            f"{list(TRIAL_KEYS)} and {list(_SYNTHETIC_KEYS)}"
+        )
+    c = {
+        "lr": config.get("lr"),
+        "total_steps": config.get("total_steps"),
+        "report_every": config.get("report_every"),
+        "adalrs": config.get("adalrs"),
+        "lr_opt": _get(config, "lr_opt", 1e-3),
+        "seed": _get(config, "seed", 0),
+        "sim": _get(config, "sim", {}),
+        "schedule": _get(config, "schedule", "constant"),
+        "min_lr_ratio": _get(config, "min_lr_ratio", 0.1),
+        "tokens_per_step": _get(config, "tokens_per_step", 4096),
+        "seconds_per_step": _get(config, "seconds_per_step", 0.0),
+        "checkpoint_every": _get(config, "checkpoint_every", 1),
+    }
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ValueError(f"synthetic_trainable: {message}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    need(is_num(c["lr"]) and c["lr"] > 0, f"lr is {c['lr']!r}, but must be a number > 0")
+    for key in ("total_steps", "report_every"):
+        need(is_int(c[key]) and c[key] >= 1, f"{key} is {c[key]!r}, but must be an integer >= 1")
+    need(
+        c["report_every"] <= c["total_steps"],
+        f"report_every={c['report_every']} exceeds total_steps={c['total_steps']}",
+    )
+    need(
+        c["adalrs"] is None or isinstance(c["adalrs"], Mapping),
+        f"adalrs is {c['adalrs']!r}, but must be None or a mapping of AdaLRSConfig arguments",
+    )
+    need(isinstance(c["sim"], Mapping), f"sim is {c['sim']!r}, but must be a mapping")
+    need(
+        c["schedule"] in ("constant", "cosine"),
+        f"schedule is {c['schedule']!r}, but must be 'constant' or 'cosine'",
+    )
+    need(
+        is_num(c["min_lr_ratio"]) and 0 <= c["min_lr_ratio"] <= 1,
+        f"min_lr_ratio is {c['min_lr_ratio']!r}, but must be in [0, 1]",
+    )
+    need(
+        is_num(c["tokens_per_step"]) and c["tokens_per_step"] >= 0,
+        f"tokens_per_step is {c['tokens_per_step']!r}, but must be a number >= 0",
+    )
+    need(
+        is_num(c["seconds_per_step"]) and c["seconds_per_step"] >= 0,
+        f"seconds_per_step is {c['seconds_per_step']!r}, but must be a number >= 0",
+    )
+    need(
+        is_int(c["checkpoint_every"]) and c["checkpoint_every"] >= 0,
+        f"checkpoint_every is {c['checkpoint_every']!r}, but must be an integer >= 0 "
+        "(reports between checkpoints; 0: never)",
+    )
+    need(is_int(c["seed"]), f"seed is {c['seed']!r}, but must be an integer")
+    return c
+
+
+def synthetic_trainable(config: dict[str, Any]) -> None:
+    """A Tune function trainable driven by :class:`~adalrs_ray.core.simulator.LossSimulator`.
+
+    Config keys (besides the comparison's ``lr``, ``total_steps``, ``report_every``,
+    ``adalrs``): ``lr_opt`` (1e-3, the simulator's optimum), ``seed`` (0), ``sim`` (other
+    ``LossSimulator`` arguments), ``schedule`` (``"constant"`` or ``"cosine"`` down to
+    ``min_lr_ratio`` * lr), ``tokens_per_step`` (4096, for ``tokens_done``),
+    ``seconds_per_step`` (0: simulated compute time), ``checkpoint_every`` (1 report).
+
+    The effective LR of step t is ``schedule(t) * scale``, ``scale`` being the AdaLRS multiplier
+    (paper: the LR AdaLRS controls is a multiplier on the base schedule). AdaLRS snapshots and
+    restores the simulator's model state; the noise stream (the data) moves on. ``val_loss`` is
+    the simulator's noise-free loss level at the report.
+    """
+    from ray import tune
+
+    from adalrs_ray.core.simulator import LossSimulator
+
+    c = check_synthetic_config(config)
+    total, every = c["total_steps"], c["report_every"]
+    sim = LossSimulator(lr_opt=c["lr_opt"], seed=c["seed"], **dict(c["sim"]))
+    ctl = None
+    if c["adalrs"] is not None:
+        ctl = AdaLRS(AdaLRSConfig.from_dict({"total_steps": total, **dict(c["adalrs"])}))
+    step = 0
+    snapshot: dict[str, Any] | None = None
+    reporter = TuneReporter(tokens_per_step=c["tokens_per_step"])
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            with open(os.path.join(folder, STATE_FILE)) as f:
+                state = json.load(f)
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"synthetic checkpoint version is {state.get('version')!r}, but this code reads "
+                f"version {STATE_VERSION}"
+            )
+        step = int(state["step"])
+        sim.load_state_dict(state["sim"])
+        snapshot = state["snapshot"]
+        if ctl is not None:
+            if state["adalrs"] is None:
+                raise ValueError("the checkpoint was made without AdaLRS, but adalrs is set")
+            ctl.load_state_dict(state["adalrs"])
+        logger.debug("restored the synthetic trial at step %d", step)
+
+    losses: list[float] = []
+    events: list[dict[str, Any]] = []
+    reports = 0
+    lr = scale = math.nan
+    while step < total:
+        scale = ctl.scale if ctl is not None else 1.0
+        lr = _base_lr(c["schedule"], c["lr"], step, total, c["min_lr_ratio"]) * scale
+        loss = sim.step(lr)
+        losses.append(loss)
+        if ctl is not None:
+            decision = ctl.observe(step, loss)
+            events.extend(decision.events)
+            if decision.action is Action.SNAPSHOT:
+                snapshot = sim.state_dict(include_rng=False)
+            elif decision.action is Action.RESTORE and snapshot is not None:
+                sim.load_state_dict(snapshot)
+        step += 1
+        reporter.count(1)
+        if c["seconds_per_step"]:
+            time.sleep(c["seconds_per_step"])
+        if step % every and step < total:
+            continue
+        reports += 1
+        metrics = {
+            "step": step - 1,  # the 0-based index of the last finished step, as train_loops.lm
+            "loss": sum(losses) / len(losses),
+            "val_loss": sim.loss,
+            "lr": lr,
+            "scale": scale,
+            "adalrs_events": json.dumps(events),
+        }
+        losses, events = [], []
+        folder = None
+        if c["checkpoint_every"] and (reports % c["checkpoint_every"] == 0 or step >= total):
+            folder = tempfile.mkdtemp(prefix="adalrs_synth_")
+            state = {
+                "version": STATE_VERSION,
+                "step": step,
+                "sim": sim.state_dict(include_rng=True),
+                "snapshot": snapshot,
+                "adalrs": ctl.state_dict() if ctl is not None else None,
+            }
+            with open(os.path.join(folder, STATE_FILE), "w") as f:
+                json.dump(state, f)
+        try:
+            reporter.report(metrics, folder)
+        finally:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
