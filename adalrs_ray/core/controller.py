@@ -36,6 +36,30 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from adalrs_ray.core.checks import (
+    check,
+    check_choice,
+    check_int,
+    check_number,
+    is_integer,
+    is_number,
+)
+from adalrs_ray.core.decisions import (
+    Verdict,
+    clamp_scale,
+    decay_exponent,
+    eager_theta,
+    judge_trial,
+    loss_rose_twice,
+    ramp_scale,
+    rectified_alpha,
+    rectified_beta_divisor,
+    reference_windows,
+    relaxed_theta,
+    velocity_decayed,
+)
+from adalrs_ray.core.stats import fit_velocity
+
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
@@ -75,11 +99,6 @@ class Decision:
     scale: float
     events: tuple[dict[str, Any], ...] = ()
     restore_step: int | None = None
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
 
 
 @dataclass(frozen=True)
@@ -166,121 +185,70 @@ class AdaLRSConfig:
     max_scale: float | None = None
 
     def __post_init__(self) -> None:
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        _check(
-            is_int(self.total_steps) and self.total_steps > 0,
-            f"total_steps is {self.total_steps!r}, but must be an integer > 0",
-        )
+        check_int("total_steps", self.total_steps, 1)
         for name in ("alpha", "beta", "lam", "start_ratio", "end_ratio", "theta0", "theta_relax"):
             value = getattr(self, name)
-            _check(is_num(value), f"{name} is {value!r}, but must be a finite number")
-        _check(self.alpha > 1, f"alpha is {self.alpha}, but must be alpha > 1")
-        _check(self.beta > 1, f"beta is {self.beta}, but must be beta > 1")
+            check(is_number(value), f"{name} is {value!r}, but must be a finite number")
+        check(self.alpha > 1, f"alpha is {self.alpha}, but must be alpha > 1")
+        check(self.beta > 1, f"beta is {self.beta}, but must be beta > 1")
         if float(self.alpha).is_integer() and float(self.beta).is_integer():
             g = math.gcd(int(self.alpha), int(self.beta))
-            _check(
+            check(
                 g == 1,
                 f"alpha={self.alpha} and beta={self.beta} have gcd {g}, but integer factors "
                 "must satisfy gcd(alpha, beta) == 1",
             )
-        _check(0 < self.lam < 1, f"lam is {self.lam}, but must be 0 < lam < 1")
-        _check(
+        check_number("lam", self.lam, low=0, high=1)
+        check(
             0 <= self.start_ratio < self.end_ratio <= 1,
             f"start_ratio={self.start_ratio}, end_ratio={self.end_ratio}, but must satisfy "
             "0 <= start_ratio < end_ratio <= 1",
         )
-        _check(0 < self.theta0 < 1, f"theta0 is {self.theta0}, but must be 0 < theta0 < 1")
-        _check(
+        check_number("theta0", self.theta0, low=0, high=1)
+        check(
             0 <= self.theta_relax < 1,
             f"theta_relax is {self.theta_relax}, but must be 0 <= theta_relax < 1",
         )
-        _check(
-            self.decay_basis in ("windows", "adjustments"),
-            f"decay_basis is {self.decay_basis!r}, but must be 'windows' or 'adjustments'",
-        )
-        _check(
-            self.ramp in ("geometric", "linear"),
-            f"ramp is {self.ramp!r}, but must be 'geometric' or 'linear'",
-        )
-        _check(
-            self.snapshot_policy in ("windows", "trials"),
-            f"snapshot_policy is {self.snapshot_policy!r}, but must be 'windows' or 'trials'",
-        )
-        _check(
-            self.backtrack_mode in ("continue", "rewind"),
-            f"backtrack_mode is {self.backtrack_mode!r}, but must be 'continue' or 'rewind'",
-        )
-        _check(
+        check_choice("decay_basis", self.decay_basis, ("windows", "adjustments"))
+        check_choice("ramp", self.ramp, ("geometric", "linear"))
+        check_choice("snapshot_policy", self.snapshot_policy, ("windows", "trials"))
+        check_choice("backtrack_mode", self.backtrack_mode, ("continue", "rewind"))
+        check(
             not (self.backtrack_mode == "rewind" and self.decay_basis == "windows"),
             "backtrack_mode='rewind' rewinds steps, so decay_basis='windows' would never decay "
             "the factors: use decay_basis='adjustments'",
         )
-        if self.error_bound is not None:
-            _check(
-                is_num(self.error_bound) and self.error_bound >= 0,
-                f"error_bound is {self.error_bound!r}, but must be None or a number >= 0",
-            )
-        _check(
-            is_num(self.error_factor) and self.error_factor >= 0,
-            f"error_factor is {self.error_factor!r}, but must be a number >= 0",
-        )
-        _check(
-            is_num(self.error_floor) and self.error_floor >= 0,
-            f"error_floor is {self.error_floor!r}, but must be a number >= 0",
-        )
-        _check(
-            is_num(self.comparable_rtol) and self.comparable_rtol >= 0,
-            f"comparable_rtol is {self.comparable_rtol!r}, but must be a number >= 0",
-        )
-        _check(
-            is_int(self.max_history_windows) and self.max_history_windows >= 2,
-            f"max_history_windows is {self.max_history_windows!r}, but must be an integer >= 2",
-        )
-        _check(
-            is_num(self.initial_scale) and self.initial_scale > 0,
-            f"initial_scale is {self.initial_scale!r}, but must be a finite number > 0",
-        )
-        for name in ("min_scale", "max_scale"):
-            value = getattr(self, name)
-            _check(
-                value is None or (is_num(value) and value > 0),
-                f"{name} is {value!r}, but must be None or a finite number > 0",
-            )
+        check_number("error_bound", self.error_bound, low=0, strict=False, optional=True)
+        check_number("error_factor", self.error_factor, low=0, strict=False)
+        check_number("error_floor", self.error_floor, low=0, strict=False)
+        check_number("comparable_rtol", self.comparable_rtol, low=0, strict=False)
+        check_int("max_history_windows", self.max_history_windows, 2)
+        check_number("initial_scale", self.initial_scale, low=0)
+        check_number("min_scale", self.min_scale, low=0, optional=True)
+        check_number("max_scale", self.max_scale, low=0, optional=True)
         if self.min_scale is not None and self.max_scale is not None:
-            _check(
+            check(
                 self.min_scale <= self.max_scale,
                 f"min_scale={self.min_scale} > max_scale={self.max_scale}: need min <= max",
             )
         search = self.search_end - self.search_start
-        _check(
+        check(
             search >= 8,
             f"the search window [{self.start_ratio}, {self.end_ratio}) of total_steps="
             f"{self.total_steps} has {search} steps, but AdaLRS needs at least 8",
         )
         if self.window is None:
             object.__setattr__(self, "window", max(2, search // 6))
-        _check(
-            is_int(self.window) and self.window >= 2,
-            f"window is {self.window!r}, but must be an integer >= 2",
-        )
-        if self.ramp_steps is not None:
-            _check(
-                is_int(self.ramp_steps) and self.ramp_steps >= 1,
-                f"ramp_steps is {self.ramp_steps!r}, but must be None or an integer >= 1",
-            )
+        check_int("window", self.window, 2)
+        check_int("ramp_steps", self.ramp_steps, 1, optional=True)
         if self.reference_stride is not None:
-            _check(
-                is_int(self.reference_stride) and 1 <= self.reference_stride <= self.window,
+            check(
+                is_integer(self.reference_stride) and 1 <= self.reference_stride <= self.window,
                 f"reference_stride is {self.reference_stride!r}, but must be None or an integer "
                 f"in [1, window={self.window}]",
             )
         need = 3 * self.window + self.ramp_len
-        _check(
+        check(
             search >= need,
             f"window={self.window} is too long for the search window [{self.search_start}, "
             f"{self.search_end}) of {search} steps: two velocity windows plus one trial "
@@ -314,7 +282,7 @@ class AdaLRSConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> AdaLRSConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
-        _check(not unknown, f"unknown AdaLRSConfig fields {unknown}; valid: {sorted(names)}")
+        check(not unknown, f"unknown AdaLRSConfig fields {unknown}; valid: {sorted(names)}")
         return cls(**dict(data))
 
 
@@ -350,51 +318,86 @@ class _Fit:
 
     def velocity(self) -> tuple[float, float]:
         """(v, se): v = -slope (positive when the loss falls), se its standard error."""
-        return _velocity(self.n, self.sx, self.sy, self.sxx, self.sxy, self.syy)
+        return fit_velocity(self.n, self.sx, self.sy, self.sxx, self.sxy, self.syy)
 
 
-def _velocity(n: int, sx: float, sy: float, sxx: float, sxy: float, syy: float):
-    cxx = sxx - sx * sx / n
-    if n < 2 or cxx <= 0:
-        return 0.0, math.inf
-    cxy = sxy - sx * sy / n
-    cyy = syy - sy * sy / n
-    slope = cxy / cxx
-    if n > 2:
-        rss = max(cyy - slope * cxy, 0.0)
-        se = math.sqrt(rss / (n - 2) / cxx)
-    else:
-        se = math.inf
-    return -slope, se
+# the trial's keys in state_dict (format version 1): field name -> JSON key
+_TRIAL_KEYS = {
+    "start_step": "start_step",
+    "base_scale": "s0",
+    "alpha_eff": "alpha_eff",
+    "target_scale": "target",
+    "ramp_step": "i",
+    "ramp_len": "n",
+    "history_max": "hist_max",
+    "loss_before": "l_before",
+    "early_stop": "early_stop",
+}
 
 
-def _window_stats(xs: list[float], ys: list[float], k: int, stride: int):
-    """Mean, velocity and standard error of every k-window of (xs, ys) starting at a multiple of
-    ``stride`` (and the last one), in O(len) through prefix sums."""
-    n = len(ys)
-    x0, y0 = xs[0], ys[0]
-    px = [0.0]
-    py = [0.0]
-    pxx = [0.0]
-    pxy = [0.0]
-    pyy = [0.0]
-    for x, y in zip(xs, ys):
-        dx, dy = x - x0, y - y0
-        px.append(px[-1] + dx)
-        py.append(py[-1] + dy)
-        pxx.append(pxx[-1] + dx * dx)
-        pxy.append(pxy[-1] + dx * dy)
-        pyy.append(pyy[-1] + dy * dy)
-    starts = list(range(0, n - k + 1, stride))
-    if starts and starts[-1] != n - k:
-        starts.append(n - k)
-    out = []
-    for s in starts:
-        e = s + k
-        sx, sy = px[e] - px[s], py[e] - py[s]
-        v, se = _velocity(k, sx, sy, pxx[e] - pxx[s], pxy[e] - pxy[s], pyy[e] - pyy[s])
-        out.append((y0 + sy / k, v, se, s))
-    return out
+@dataclass
+class Trial:
+    """An upscale trial in progress (phases ``ramp`` and ``validate``).
+
+    Fields (paper symbols): ``base_scale`` s, the scale before the trial (restored on an
+    inconclusive verdict, divided by 1/beta' on a backtrack); ``alpha_eff`` alpha' at the
+    trial start; ``target_scale`` s * alpha' (clamped), where the ramp ends; ``ramp_step`` and
+    ``ramp_len`` the ramp's progress i of n; ``history_max`` max(H), the early-stop level of the
+    ramp; ``loss_before`` the mean of the last window of H (the regress guard's level);
+    ``early_stop`` whether the ramp stopped early; ``validated_scale`` the scale held during
+    validation (``None`` during the ramp).
+
+    In ``state_dict()`` a trial is the dict of format version 1 (keys ``s0``, ``target``,
+    ``i``, ``n``, ``hist_max``, ``l_before``...): :meth:`to_state` and :meth:`from_state`
+    convert at that boundary, so checkpoints written before this class existed still load.
+    """
+
+    start_step: int
+    base_scale: float
+    alpha_eff: float
+    target_scale: float
+    ramp_step: int
+    ramp_len: int
+    history_max: float
+    loss_before: float
+    early_stop: bool = False
+    validated_scale: float | None = None
+
+    @property
+    def tried_scale(self) -> float:
+        """The scale the trial tried: the validated one, or the ramp's target before that."""
+        return self.validated_scale if self.validated_scale is not None else self.target_scale
+
+    def to_state(self) -> dict[str, Any]:
+        """The state_dict form (``validated_scale`` present only once validation began)."""
+        out = {key: getattr(self, name) for name, key in _TRIAL_KEYS.items()}
+        if self.validated_scale is not None:
+            out["validated_scale"] = self.validated_scale
+        return out
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Trial:
+        """Read :meth:`to_state`'s dict; ``KeyError``/``TypeError``/``ValueError`` when a key
+        is missing or unknown or a value has the wrong type."""
+        unknown = sorted(set(state) - set(_TRIAL_KEYS.values()) - {"validated_scale"})
+        if unknown:
+            raise ValueError(f"trial has unknown keys {unknown}")
+        early_stop = state["early_stop"]
+        if not isinstance(early_stop, bool):
+            raise ValueError(f"trial early_stop is {early_stop!r}, but must be a bool")
+        validated = state.get("validated_scale")
+        return cls(
+            start_step=int(state["start_step"]),
+            base_scale=float(state["s0"]),
+            alpha_eff=float(state["alpha_eff"]),
+            target_scale=float(state["target"]),
+            ramp_step=int(state["i"]),
+            ramp_len=int(state["n"]),
+            history_max=float(state["hist_max"]),
+            loss_before=float(state["l_before"]),
+            early_stop=early_stop,
+            validated_scale=None if validated is None else float(validated),
+        )
 
 
 _STATE_KEYS = (
@@ -451,7 +454,7 @@ class AdaLRS:
         self._hist_y: deque[float] = deque(maxlen=maxlen)
         self._n_windows = 0
         self._prev_v: float | None = None
-        self._trial: dict[str, Any] | None = None
+        self._trial: Trial | None = None
         self._val = _Fit()
         self._val_xs: list[int] = []
         self._val_ys: list[float] = []
@@ -489,25 +492,25 @@ class AdaLRS:
 
     # ------------------------------------------------------------------ factors
     def _decay_t(self, step: int) -> int:
-        if self.config.decay_basis == "adjustments":
-            return self._adjustments
-        return max(0, (step - self.config.search_start) // self._k)
+        c = self.config
+        return decay_exponent(
+            step,
+            basis=c.decay_basis,
+            search_start=c.search_start,
+            window=self._k,
+            adjustments=self._adjustments,
+        )
 
     def _alpha_eff(self, step: int) -> float:
         """alpha' = max(lambda^t * alpha, 1)."""
-        return max(self.config.lam ** self._decay_t(step) * self.config.alpha, 1.0)
+        return rectified_alpha(self.config.alpha, self.config.lam, self._decay_t(step))
 
     def _beta_eff(self, step: int) -> float:
         """1 / beta' = max(lambda^t * beta, 1): the divisor of a downscale."""
-        return max(self.config.lam ** self._decay_t(step) * self.config.beta, 1.0)
+        return rectified_beta_divisor(self.config.beta, self.config.lam, self._decay_t(step))
 
     def _clamp(self, scale: float) -> float:
-        c = self.config
-        if c.min_scale is not None:
-            scale = max(scale, c.min_scale)
-        if c.max_scale is not None:
-            scale = min(scale, c.max_scale)
-        return scale
+        return clamp_scale(scale, self.config.min_scale, self.config.max_scale)
 
     # ------------------------------------------------------------------ main entry
     def observe(self, step: int, loss: float) -> Decision:
@@ -631,7 +634,7 @@ class AdaLRS:
         return Action.RESTORE if can_restore else Action.CONTINUE
 
     def _base_scale(self) -> float:
-        return self._trial["s0"] if self._trial is not None else self._scale
+        return self._trial.base_scale if self._trial is not None else self._scale
 
     def _on_search(self, step: int, loss: float, emitted: list, action: Action) -> Action:
         c = self.config
@@ -656,9 +659,10 @@ class AdaLRS:
             return action
         trial_fits = step + c.ramp_len + self._k < c.search_end
         alpha_eff = self._alpha_eff(step + 1)
-        if prev_v > 0 and v < self._theta * prev_v and trial_fits and alpha_eff > 1.0:
+        decayed = velocity_decayed(v, prev_v, self._theta)
+        if decayed and trial_fits and alpha_eff > 1.0:
             return self._start_trial(step, v, prev_v, alpha_eff, emitted)
-        if v < 0 and prev_v < 0:
+        if loss_rose_twice(v, prev_v):
             before = self._scale
             restore = c.snapshot_policy == "windows" and self._snapshot_step is not None
             self._scale = self._downscale(step, before)
@@ -675,27 +679,24 @@ class AdaLRS:
             )
             self._reset_history()
             return Action.RESTORE if restore else Action.CONTINUE
-        if prev_v > 0 and v < self._theta * prev_v:
-            pass  # would trigger, but no trial fits before the search ends (or alpha' == 1)
-        else:
-            self._theta += c.theta_relax * (1.0 - self._theta)
+        if not decayed:  # (decayed: no trial fits before the search ends, or alpha' == 1)
+            self._theta = relaxed_theta(self._theta, c.theta_relax)
         if v > 0 and c.snapshot_policy == "windows":
             return Action.SNAPSHOT
         return action
 
     def _start_trial(self, step, v, prev_v, alpha_eff, emitted) -> Action:
         s0 = self._scale
-        self._trial = {
-            "start_step": step,
-            "s0": s0,
-            "alpha_eff": alpha_eff,
-            "target": self._clamp(s0 * alpha_eff),
-            "i": 0,
-            "n": self.config.ramp_len,
-            "hist_max": max(self._hist_y),
-            "l_before": sum(list(self._hist_y)[-self._k :]) / self._k,
-            "early_stop": False,
-        }
+        self._trial = Trial(
+            start_step=step,
+            base_scale=s0,
+            alpha_eff=alpha_eff,
+            target_scale=self._clamp(s0 * alpha_eff),
+            ramp_step=0,
+            ramp_len=self.config.ramp_len,
+            history_max=max(self._hist_y),
+            loss_before=sum(list(self._hist_y)[-self._k :]) / self._k,
+        )
         self._phase = "ramp"
         self._scale = self._ramp_scale(1)
         self._event(
@@ -707,38 +708,35 @@ class AdaLRS:
             v_prev=prev_v,
             theta=self._theta,
             alpha_eff=alpha_eff,
-            target_scale=self._trial["target"],
+            target_scale=self._trial.target_scale,
         )
         return Action.SNAPSHOT
 
     def _ramp_scale(self, i: int) -> float:
         tr = self._trial
-        frac = min(i, tr["n"]) / tr["n"]
-        if self.config.ramp == "geometric":
-            return tr["s0"] * (tr["target"] / tr["s0"]) ** frac
-        return tr["s0"] + (tr["target"] - tr["s0"]) * frac
+        return ramp_scale(tr.base_scale, tr.target_scale, i, tr.ramp_len, self.config.ramp)
 
     def _on_ramp(self, step: int, loss: float, emitted: list) -> Action:
         tr = self._trial
         if not math.isfinite(loss):
             return self._fail_trial(step, emitted, reason="nonfinite_loss", loss=str(loss))
-        tr["i"] += 1
-        if loss > tr["hist_max"]:
-            tr["early_stop"] = True
+        tr.ramp_step += 1
+        if loss > tr.history_max:
+            tr.early_stop = True
             self._event(
                 emitted,
                 step,
                 "ramp_early_stop",
                 self._scale,
                 loss=loss,
-                hist_max=tr["hist_max"],
-                ramp_step=tr["i"],
+                hist_max=tr.history_max,
+                ramp_step=tr.ramp_step,
             )
             self._begin_validation()
-        elif tr["i"] >= tr["n"]:
+        elif tr.ramp_step >= tr.ramp_len:
             self._begin_validation()
         else:
-            self._scale = self._ramp_scale(tr["i"] + 1)
+            self._scale = self._ramp_scale(tr.ramp_step + 1)
         return Action.CONTINUE
 
     def _begin_validation(self) -> None:
@@ -747,9 +745,10 @@ class AdaLRS:
         self._val.reset()
         self._val_xs.clear()
         self._val_ys.clear()
-        self._trial["validated_scale"] = self._scale
+        self._trial.validated_scale = self._scale
 
     def _on_validate(self, step: int, loss: float, emitted: list) -> Action:
+        """Collect k validation losses; then judge the trial (decisions.judge_trial) and apply."""
         c = self.config
         tr = self._trial
         if not math.isfinite(loss):
@@ -760,79 +759,58 @@ class AdaLRS:
         if self._val.n < self._k:
             return Action.CONTINUE
         v_new, se_new = self._val.velocity()
-        l_new = self._val.mean
-        hist_x, hist_y = list(self._hist_x), list(self._hist_y)
-        if c.reference_excludes_trigger:
-            # the window that triggered the trial was picked for its low slope: reusing it as
-            # the reference would bias validation toward keeping the upscale (H does not grow
-            # during a trial, so its last k losses are that window)
-            cut = len(hist_x) - self._k
-            if cut >= self._k:
-                hist_x, hist_y = hist_x[:cut], hist_y[:cut]
-        cands = _window_stats(hist_x, hist_y, self._k, c.stride)
-        mean_ref, v_ref, se_ref, _ = min(cands, key=lambda r: abs(r[0] - l_new))
+        windows = reference_windows(
+            list(self._hist_x),
+            list(self._hist_y),
+            self._k,
+            c.stride,
+            exclude_trigger=c.reference_excludes_trigger,
+        )
+        j = judge_trial(
+            v_new,
+            se_new,
+            self._val.mean,
+            windows,
+            tr.loss_before,
+            comparable_rtol=c.comparable_rtol,
+            error_bound=c.error_bound,
+            error_factor=c.error_factor,
+            error_floor=c.error_floor,
+            regress_guard=c.regress_guard,
+        )
         info = {
-            "v_new": v_new,
-            "v_ref": v_ref,
-            "l_new": l_new,
-            "l_ref": mean_ref,
-            "l_before": tr["l_before"],
-            "trial_start": tr["start_step"],
-            "early_stop": tr["early_stop"],
-            "regressed": False,
+            "v_new": j.v_new,
+            "v_ref": j.v_ref,
+            "l_new": j.l_new,
+            "l_ref": j.l_ref,
+            "l_before": tr.loss_before,
+            "trial_start": tr.start_step,
+            "early_stop": tr.early_stop,
+            "regressed": j.regressed,
+            "e": j.e,
+            "corner_case": j.corner_case,
         }
-        if abs(mean_ref - l_new) > c.comparable_rtol * abs(l_new):
-            # corner case of the paper: no window of H at a comparable loss level
-            info["e"] = None
-            info["corner_case"] = True
-            means = [r[0] for r in cands]
-            if l_new < min(means):
-                verdict = "keep"
-            elif l_new > max(means):
-                verdict = "backtrack"
-            else:
-                verdict = "inconclusive"
-        else:
-            if c.error_bound is not None:
-                e = c.error_bound
-            else:
-                e = max(c.error_floor, c.error_factor * max(se_new, se_ref))
-            info["e"] = e
-            info["corner_case"] = False
-            if v_new > v_ref + 2 * e:
-                verdict = "keep"
-            elif v_new < v_ref - 2 * e:
-                verdict = "backtrack"
-            else:
-                verdict = "inconclusive"
-        if c.regress_guard and verdict != "backtrack" and l_new >= tr["l_before"]:
-            # our safeguard: a trial whose losses end no lower than the window before it made
-            # things worse, whatever its slope says (a spike recovering looks fast)
-            verdict = "backtrack"
-            info["regressed"] = True
-        if verdict == "backtrack":
-            reason = "regressed" if info["regressed"] else "slower"
-            return self._fail_trial(step, emitted, reason=reason, **info)
-        s0 = tr["s0"]
+        if j.verdict is Verdict.BACKTRACK:
+            return self._fail_trial(step, emitted, reason=j.backtrack_reason, **info)
         self._trial = None
         self._phase = "search"
-        if verdict == "keep":
-            self._scale = tr["validated_scale"]
+        if j.verdict is Verdict.KEEP:
+            self._scale = tr.validated_scale
             self._adjustments += 1
-            self._event(emitted, step, "keep", s0, **info)
+            self._event(emitted, step, "keep", tr.base_scale, **info)
             self._reset_history()
         else:
-            self._scale = s0
-            self._theta = (self._theta + 1.0) / 2.0
+            self._scale = tr.base_scale
+            self._theta = eager_theta(self._theta)
             self._win.reset()
             self._win_x.clear()
             self._win_y.clear()
-            self._event(emitted, step, "inconclusive", s0, theta=self._theta, **info)
+            self._event(emitted, step, "inconclusive", tr.base_scale, theta=self._theta, **info)
         return Action.CONTINUE
 
     def _fail_trial(self, step: int, emitted: list, reason: str, **info: Any) -> Action:
         tr = self._trial
-        s0 = tr["s0"]
+        s0 = tr.base_scale
         self._scale = self._downscale(step, s0)
         self._adjustments += 1
         self._trial = None
@@ -846,7 +824,7 @@ class AdaLRS:
             s0,
             reason=reason,
             restore_step=self._snapshot_step,
-            tried_scale=tr.get("validated_scale", tr["target"]),
+            tried_scale=tr.tried_scale,
             outcome="restore_and_downscale",
             **info,
         )
@@ -870,7 +848,7 @@ class AdaLRS:
             "hist_y": list(self._hist_y),
             "n_windows": self._n_windows,
             "prev_v": self._prev_v,
-            "trial": dict(self._trial) if self._trial is not None else None,
+            "trial": self._trial.to_state() if self._trial is not None else None,
             "val_x": list(self._val_xs),
             "val_y": list(self._val_ys),
             "snapshot_step": self._snapshot_step,
@@ -921,7 +899,8 @@ class AdaLRS:
             self._hist_y.extend(float(y) for y in state["hist_y"])
             self._n_windows = int(state["n_windows"])
             self._prev_v = None if state["prev_v"] is None else float(state["prev_v"])
-            self._trial = dict(state["trial"]) if state["trial"] is not None else None
+            trial = state["trial"]
+            self._trial = Trial.from_state(trial) if trial is not None else None
             self._val.reset()
             self._val_xs = [int(x) for x in state["val_x"]]
             self._val_ys = [float(y) for y in state["val_y"]]

@@ -25,12 +25,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from adalrs_ray.core.checks import check, check_number
 from adalrs_ray.core.controller import Action, AdaLRS, AdaLRSConfig
-
-
-def _positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} is {value!r}, but must be a finite number > 0")
 
 
 class LossSimulator:
@@ -59,20 +55,16 @@ class LossSimulator:
         diverge_ratio: float = 2.0,
         seed: int = 0,
     ) -> None:
-        _positive("lr_opt", lr_opt)
-        _positive("rate", rate)
-        if rate >= 1:
-            raise ValueError(f"rate is {rate}, but must be 0 < rate < 1")
+        check_number("lr_opt", lr_opt, low=0)
+        check_number("rate", rate, low=0, high=1)
         ceiling = loss0 + 4.0 if ceiling is None else ceiling
-        if not floor < loss0 <= ceiling:
-            raise ValueError(
-                f"floor={floor}, loss0={loss0}, ceiling={ceiling}, but must satisfy "
-                "floor < loss0 <= ceiling"
-            )
-        if not (math.isfinite(noise) and noise >= 0):
-            raise ValueError(f"noise is {noise!r}, but must be a finite number >= 0")
-        if not diverge_ratio > 1:
-            raise ValueError(f"diverge_ratio is {diverge_ratio}, but must be > 1")
+        check(
+            floor < loss0 <= ceiling,
+            f"floor={floor}, loss0={loss0}, ceiling={ceiling}, but must satisfy "
+            "floor < loss0 <= ceiling",
+        )
+        check_number("noise", noise, low=0, strict=False)
+        check(diverge_ratio > 1, f"diverge_ratio is {diverge_ratio}, but must be > 1")
         self.lr_opt = float(lr_opt)
         self.rate = float(rate)
         self.floor = float(floor)

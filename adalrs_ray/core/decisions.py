@@ -1,0 +1,299 @@
+"""The decision math of AdaLRS as pure functions: numbers in, a number or a verdict out.
+
+Dong et al., "AdaLRS: Loss-Guided Adaptive Learning Rate Search for Efficient Foundation Model
+Pretraining" (NeurIPS 2025, arXiv 2506.13274), Algorithm 1 and the details stated beside it.
+:class:`~adalrs_ray.core.controller.AdaLRS` holds the state (H, theta, the trial, the scale) and
+calls these functions; they read nothing but their arguments, so each can be tested alone (as
+Optuna keeps its pruners' math in functions such as ``_is_trial_promotable_to_next_rung``).
+
+Symbols: alpha, beta, lambda (``lam``), t (:func:`decay_exponent`), theta, k (``window``),
+H (the loss history), L_new / v_new (mean and velocity of the validation window),
+L_ref / v_ref (the reference window of H), e (:func:`slope_error_bound`).
+
+NaN: the controller never passes one (a non-finite loss fails the trial before any of this
+runs). Called directly, the functions follow Python's comparisons, so a NaN compares false: a
+NaN slope is no evidence either way (inconclusive), a NaN L_new counts as comparable to every
+window and does not trip the regress guard. ``tests/test_decisions.py`` pins this.
+
+Example::
+
+    windows = reference_windows(hist_x, hist_y, k=100, stride=25)
+    j = judge_trial(v_new, se_new, l_new, windows, l_before, comparable_rtol=0.05)
+    if j.verdict is Verdict.KEEP:
+        ...
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from adalrs_ray.core.stats import fit_velocity
+
+__all__ = [
+    "TrialVerdict",
+    "Verdict",
+    "WindowStat",
+    "clamp_scale",
+    "corner_case_verdict",
+    "decay_exponent",
+    "eager_theta",
+    "judge_trial",
+    "loss_rose_twice",
+    "nearest_window",
+    "needs_corner_case",
+    "ramp_scale",
+    "rectified_alpha",
+    "rectified_beta_divisor",
+    "reference_windows",
+    "regress_guard_trips",
+    "relaxed_theta",
+    "slope_error_bound",
+    "slope_verdict",
+    "velocity_decayed",
+    "window_stats",
+]
+
+
+class Verdict(enum.Enum):
+    """The outcome of a trial's validation; the value is the event kind it leads to."""
+
+    KEEP = "keep"  # scale <- the validated scale (s * alpha', or less after an early stop)
+    BACKTRACK = "backtrack"  # restore the snapshot, scale <- s / max(lambda^t beta, 1)
+    INCONCLUSIVE = "inconclusive"  # scale <- s, theta <- (theta + 1) / 2
+
+
+class WindowStat(NamedTuple):
+    """One k-window of H: its mean loss, velocity v = -slope, the slope's standard error and
+    the index of its first loss in H."""
+
+    mean: float
+    velocity: float
+    se: float
+    start: int
+
+
+@dataclass(frozen=True)
+class TrialVerdict:
+    """What :func:`judge_trial` decided and the numbers the event records.
+
+    ``e`` is ``None`` when the corner case decided (no slope comparison was made);
+    ``regressed`` is true when the regress guard turned the verdict into a backtrack.
+    """
+
+    verdict: Verdict
+    v_new: float
+    v_ref: float
+    l_new: float
+    l_ref: float
+    e: float | None
+    corner_case: bool
+    regressed: bool
+
+    @property
+    def backtrack_reason(self) -> str:
+        """``"regressed"`` (the guard decided) or ``"slower"`` (the slopes or the corner case)."""
+        return "regressed" if self.regressed else "slower"
+
+
+# ---------------------------------------------------------------- factors: alpha', beta', t
+def decay_exponent(
+    step: int, *, basis: str, search_start: int, window: int, adjustments: int
+) -> int:
+    """t in lambda^t. ``basis="windows"``: windows of ``window`` steps elapsed since
+    ``search_start`` (0 before it); ``"adjustments"``: the number of adjustments so far."""
+    if basis == "adjustments":
+        return adjustments
+    return max(0, (step - search_start) // window)
+
+
+def rectified_alpha(alpha: float, lam: float, t: int) -> float:
+    """alpha' = max(lambda^t * alpha, 1): the factor of an upscale trial."""
+    return max(lam**t * alpha, 1.0)
+
+
+def rectified_beta_divisor(beta: float, lam: float, t: int) -> float:
+    """1 / beta' = max(lambda^t * beta, 1): a downscale divides the scale by this."""
+    return max(lam**t * beta, 1.0)
+
+
+def clamp_scale(scale: float, min_scale: float | None, max_scale: float | None) -> float:
+    """The scale clamped to [min_scale, max_scale] (a ``None`` bound is open). Not in the paper."""
+    if min_scale is not None:
+        scale = max(scale, min_scale)
+    if max_scale is not None:
+        scale = min(scale, max_scale)
+    return scale
+
+
+# ---------------------------------------------------------------- search phase: theta and v_t
+def velocity_decayed(v: float, v_prev: float, theta: float) -> bool:
+    """The trial trigger v_t < theta * v_{t-k}, for a descending previous window (v_{t-k} > 0)."""
+    return v_prev > 0 and v < theta * v_prev
+
+
+def loss_rose_twice(v: float, v_prev: float) -> bool:
+    """The boundary rule's condition v_t < 0 and v_{t-k} < 0: the loss rose in two windows."""
+    return v < 0 and v_prev < 0
+
+
+def relaxed_theta(theta: float, relax: float) -> float:
+    """theta after a window without a trial: ``relax`` of the way toward 1 (not in the paper;
+    it makes a slowly decaying velocity trigger in finite time)."""
+    return theta + relax * (1.0 - theta)
+
+
+def eager_theta(theta: float) -> float:
+    """theta <- (theta + 1) / 2 after an inconclusive trial."""
+    return (theta + 1.0) / 2.0
+
+
+# ---------------------------------------------------------------- ramp
+def ramp_scale(base: float, target: float, i: int, n: int, shape: str) -> float:
+    """The scale at ramp step ``i`` of ``n`` from s (``base``) to s * alpha' (``target``):
+    ``"geometric"`` s * (target / s)^(i / n), else linear; ``i`` past ``n`` holds the target."""
+    frac = min(i, n) / n
+    if shape == "geometric":
+        return base * (target / base) ** frac
+    return base + (target - base) * frac
+
+
+# ---------------------------------------------------------------- validation: L_ref, e, verdict
+def window_stats(xs: Sequence[float], ys: Sequence[float], k: int, stride: int) -> list[WindowStat]:
+    """Every k-window of (xs, ys) starting at a multiple of ``stride`` (and the last one), in
+    O(len) through prefix sums centred on the first point; ``[]`` when there are fewer than k."""
+    n = len(ys)
+    if n < k:
+        return []
+    x0, y0 = xs[0], ys[0]
+    px = [0.0]
+    py = [0.0]
+    pxx = [0.0]
+    pxy = [0.0]
+    pyy = [0.0]
+    for x, y in zip(xs, ys):
+        dx, dy = x - x0, y - y0
+        px.append(px[-1] + dx)
+        py.append(py[-1] + dy)
+        pxx.append(pxx[-1] + dx * dx)
+        pxy.append(pxy[-1] + dx * dy)
+        pyy.append(pyy[-1] + dy * dy)
+    starts = list(range(0, n - k + 1, stride))
+    if starts and starts[-1] != n - k:
+        starts.append(n - k)
+    out = []
+    for s in starts:
+        e = s + k
+        sx, sy = px[e] - px[s], py[e] - py[s]
+        v, se = fit_velocity(k, sx, sy, pxx[e] - pxx[s], pxy[e] - pxy[s], pyy[e] - pyy[s])
+        out.append(WindowStat(y0 + sy / k, v, se, s))
+    return out
+
+
+def reference_windows(
+    hist_x: Sequence[float],
+    hist_y: Sequence[float],
+    k: int,
+    stride: int,
+    *,
+    exclude_trigger: bool = False,
+) -> list[WindowStat]:
+    """The candidate reference windows of H (steps ``hist_x``, losses ``hist_y``).
+
+    With ``exclude_trigger`` the last k losses of H (the window that triggered the trial: H does
+    not grow during a trial) are left out, unless that would leave fewer than k losses.
+    """
+    if exclude_trigger:
+        cut = len(hist_x) - k
+        if cut >= k:
+            hist_x, hist_y = hist_x[:cut], hist_y[:cut]
+    return window_stats(hist_x, hist_y, k, stride)
+
+
+def nearest_window(windows: Sequence[WindowStat], l_new: float) -> WindowStat:
+    """L_ref: the window whose mean loss is closest to L_new (the first one on a tie)."""
+    if not windows:
+        raise ValueError("windows is empty, but must hold at least one k-window of H")
+    return min(windows, key=lambda w: abs(w.mean - l_new))
+
+
+def needs_corner_case(l_ref: float, l_new: float, rtol: float) -> bool:
+    """True when even the nearest window is not at a comparable loss level:
+    |L_ref - L_new| > rtol * |L_new| (the paper's "close enough" threshold)."""
+    return abs(l_ref - l_new) > rtol * abs(l_new)
+
+
+def corner_case_verdict(l_new: float, window_means: Sequence[float]) -> Verdict:
+    """The paper's corner case: keep if L_new is below every window mean of H, backtrack if
+    above every one, else inconclusive."""
+    if l_new < min(window_means):
+        return Verdict.KEEP
+    if l_new > max(window_means):
+        return Verdict.BACKTRACK
+    return Verdict.INCONCLUSIVE
+
+
+def slope_error_bound(
+    se_new: float,
+    se_ref: float,
+    *,
+    fixed: float | None = None,
+    factor: float = 1.0,
+    floor: float = 0.0,
+) -> float:
+    """e: ``fixed`` if given, else max(floor, factor * max(se_new, se_ref)) with se the standard
+    errors of the two least-squares slopes."""
+    if fixed is not None:
+        return fixed
+    return max(floor, factor * max(se_new, se_ref))
+
+
+def slope_verdict(v_new: float, v_ref: float, e: float) -> Verdict:
+    """Keep if v_new > v_ref + 2e, backtrack if v_new < v_ref - 2e, else inconclusive."""
+    if v_new > v_ref + 2 * e:
+        return Verdict.KEEP
+    if v_new < v_ref - 2 * e:
+        return Verdict.BACKTRACK
+    return Verdict.INCONCLUSIVE
+
+
+def regress_guard_trips(verdict: Verdict, l_new: float, l_before: float) -> bool:
+    """Our safeguard (not in the paper): a trial not already backtracked whose validation mean
+    L_new is no lower than ``l_before``, the mean of the last window before the trial, made
+    things worse whatever its slope says (a loss spike recovering looks like a fast descent)."""
+    return verdict is not Verdict.BACKTRACK and l_new >= l_before
+
+
+def judge_trial(
+    v_new: float,
+    se_new: float,
+    l_new: float,
+    windows: Sequence[WindowStat],
+    l_before: float,
+    *,
+    comparable_rtol: float,
+    error_bound: float | None = None,
+    error_factor: float = 1.0,
+    error_floor: float = 0.0,
+    regress_guard: bool = True,
+) -> TrialVerdict:
+    """The verdict on a trial from its validation window (v_new, its standard error, L_new) and
+    the candidate reference windows of H: L_ref by :func:`nearest_window`; the corner case if
+    it is not comparable, else the slope test with e; then the regress guard."""
+    ref = nearest_window(windows, l_new)
+    if needs_corner_case(ref.mean, l_new, comparable_rtol):
+        e = None
+        corner = True
+        verdict = corner_case_verdict(l_new, [w.mean for w in windows])
+    else:
+        e = slope_error_bound(
+            se_new, ref.se, fixed=error_bound, factor=error_factor, floor=error_floor
+        )
+        corner = False
+        verdict = slope_verdict(v_new, ref.velocity, e)
+    regressed = bool(regress_guard) and regress_guard_trips(verdict, l_new, l_before)
+    if regressed:
+        verdict = Verdict.BACKTRACK
+    return TrialVerdict(verdict, v_new, ref.velocity, l_new, ref.mean, e, corner, regressed)
