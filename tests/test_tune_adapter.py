@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 
@@ -106,3 +107,23 @@ def test_arm_view_filters_trials_and_forwards_the_rest():
     assert view.search_alg == "the search alg"
     members.append(trials[1].trial_id)  # bound later: seen at the next call
     assert view.get_trials() == trials
+
+
+COMPARISON_DIR = inspect.getsourcefile(adapter).rsplit("/", 1)[0]
+
+
+@pytest.mark.parametrize("name", ["scheduler", "accounting", "logs", "reporter", "__init__"])
+def test_only_the_adapter_touches_private_attributes(name):
+    """Private attributes of Tune's objects (``trial._x``, ``controller._y``) are used in
+    tune_adapter.py only; elsewhere only ``self._x`` (and ``cls._x``)."""
+    with open(f"{COMPARISON_DIR}/{name}.py") as f:
+        tree = ast.parse(f.read())
+    private = [
+        f"{ast.unparse(node.value)}.{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+    ]
+    assert private == []
