@@ -14,9 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from search_algos.base import Arm, check
+from adalrs_ray.core.checks import check
+from search_algos.base import Arm
+from search_algos.registry import register_arm
 
 
+@register_arm
 @dataclass(frozen=True)
 class AdaLRSArm(Arm):
     """AdaLRS inside each trial, one trial per starting LR (FIFO, full budget).
@@ -35,6 +38,8 @@ class AdaLRSArm(Arm):
 
     name: ClassVar[str] = "adalrs"
     default_num_trials: ClassVar[int] = 3
+    # no size option and no preset settings: a comparison preset builds one AdaLRS arm per
+    # starting LR from its own adalrs_starts and adalrs fields (adalrs_ray.experiments.presets)
 
     adalrs: Mapping[str, Any] = field(default_factory=dict)
 

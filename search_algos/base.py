@@ -11,64 +11,27 @@ questions for :class:`adalrs_ray.comparison.AdaLRSComparison`:
 * :meth:`Arm.make_scheduler` -- the Tune scheduler that manages that arm's trials (FIFO, Tune's
   HyperBand/ASHA or PBT).
 
-Concrete arms live in :mod:`search_algos.grid`, :mod:`search_algos.hyperband`,
-:mod:`search_algos.pbt` and :mod:`search_algos.adalrs`; :func:`search_algos.get_arm` builds one by
-name.
+Each concrete arm lives in its own module of :mod:`search_algos` (``grid``, ``hyperband``, ...)
+and registers itself (:mod:`search_algos.registry`); :func:`search_algos.get_arm` builds one by
+name. Arguments are validated with :mod:`adalrs_ray.core.checks`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-
-def is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check(ok: bool, message: str) -> None:
-    """Raise ``ValueError(message)`` unless ``ok`` (user input is never asserted)."""
-    if not ok:
-        raise ValueError(message)
-
-
-def check_int(name: str, value: Any, minimum: int, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    check(
-        is_integer(value) and value >= minimum,
-        f"{name} is {value!r}, but must be {'None or ' if optional else ''}an integer >= {minimum}",
-    )
-
-
-def check_number(
-    name: str, value: Any, *, low: float | None = None, high: float | None = None, strict=True
-) -> None:
-    """A finite number in (low, high) (``strict``) or [low, high]."""
-    ok = is_number(value)
-    if ok and low is not None:
-        ok = value > low if strict else value >= low
-    if ok and high is not None:
-        ok = value < high if strict else value <= high
-    lo = "-inf" if low is None else low
-    hi = "inf" if high is None else high
-    interval = f"({lo}, {hi})" if strict else f"[{lo}, {hi}]"
-    check(ok, f"{name} is {value!r}, but must be a finite number in {interval}")
+from adalrs_ray.core import stats
+from adalrs_ray.core.checks import check, check_int, check_number
 
 
 def log_spaced(lr_min: float, lr_max: float, n: int) -> list[float]:
-    """``n`` LRs evenly spaced in log space over [lr_min, lr_max] (the geometric mean if n=1)."""
-    if n == 1:
-        return [_round(math.sqrt(lr_min * lr_max))]
-    lo, hi = math.log(lr_min), math.log(lr_max)
-    return [_round(math.exp(lo + (hi - lo) * i / (n - 1))) for i in range(n)]
+    """``n`` LRs evenly spaced in log space over [lr_min, lr_max] (the geometric mean if n=1),
+    rounded to 6 significant digits."""
+    return [_round(lr) for lr in stats.log_spaced(lr_min, lr_max, n)]
 
 
 def log_uniform(lr_min: float, lr_max: float, n: int, seed: int) -> list[float]:
@@ -86,9 +49,42 @@ def _round(lr: float) -> float:
 
 
 @dataclass(frozen=True)
+class SizeOption:
+    """How big an arm is, as a preset setting and an ``adalrs-ray compare`` option.
+
+    Args:
+        name: the preset setting and the option's destination, e.g. ``"grid_points"``
+            (``ComparePreset.grid_points``, ``--grid-points``).
+        help: the option's help text.
+        kwarg: the arm's constructor argument it sets (default ``num_trials``).
+
+    Example::
+
+        SizeOption("pbt_trials", "population of the PBT arm")   # --pbt-trials N
+    """
+
+    name: str
+    help: str
+    kwarg: str = "num_trials"
+
+    def __post_init__(self) -> None:
+        check(
+            isinstance(self.name, str) and self.name.isidentifier(),
+            f"SizeOption name is {self.name!r}, but must be a Python identifier",
+        )
+
+    @property
+    def flag(self) -> str:
+        """The command-line option, ``--`` and the name with dashes: ``--grid-points``."""
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
 class Arm:
     """Base of every arm. Subclasses set :attr:`name`, :attr:`sampling` and implement
-    :meth:`make_scheduler`.
+    :meth:`make_scheduler`; :func:`search_algos.registry.register_arm` makes them known by name.
+    A subclass may set :attr:`size_option` (its ``compare`` size option) and
+    :attr:`preset_settings` (its settings per comparison preset).
 
     Args:
         lr_min, lr_max: the LR search range (log scale), ``0 < lr_min < lr_max``.
@@ -108,6 +104,11 @@ class Arm:
     # how starting LRs are chosen: "log_spaced" over [lr_min, lr_max] or "log_uniform" samples
     sampling: ClassVar[str] = "log_spaced"
     default_num_trials: ClassVar[int | None] = 4
+    # what the comparison presets and ``adalrs-ray compare`` need (search_algos.registry):
+    # the arm's size option (None: no size setting) and its settings in each preset, keyed by
+    # preset name, "default" for the others; keyword arguments besides the range and budget
+    size_option: ClassVar[SizeOption | None] = None
+    preset_settings: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     lr_min: float = 1e-5
     lr_max: float = 1e-1
@@ -146,6 +147,13 @@ class Arm:
                 f"label is {self.label!r}, but must be None or a non-empty string without "
                 "surrounding spaces",
             )
+
+    @classmethod
+    def settings_for_preset(cls, preset: str) -> dict[str, Any]:
+        """The arm's keyword arguments in the comparison preset ``preset`` (besides the LR range
+        and the budget): ``preset_settings[preset]``, else ``preset_settings["default"]``."""
+        settings = cls.preset_settings.get(preset, cls.preset_settings.get("default", {}))
+        return dict(settings)
 
     # ------------------------------------------------------------------ identity
     @property

@@ -6,12 +6,15 @@ no adaptation. Its compute is ``num_trials * total_steps`` steps.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from search_algos.base import Arm
+from search_algos.base import Arm, SizeOption
+from search_algos.registry import register_arm
 
 
+@register_arm
 @dataclass(frozen=True)
 class GridArm(Arm):
     """Grid search over the LR: ``num_trials`` log-spaced LRs in [lr_min, lr_max] (or the
@@ -24,6 +27,11 @@ class GridArm(Arm):
 
     name: ClassVar[str] = "grid"
     default_num_trials: ClassVar[int] = 5
+    size_option: ClassVar[SizeOption] = SizeOption("grid_points", "LRs of the grid")
+    preset_settings: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "default": {"num_trials": 7},
+        "smoke": {"num_trials": 2},
+    }
 
     def make_scheduler(self, *, metric: str, mode: str, total_steps: int, report_every: int):
         from ray.tune.schedulers import FIFOScheduler

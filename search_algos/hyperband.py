@@ -20,10 +20,13 @@ number of reports of one full-budget trial (``total_steps // report_every``) unl
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from search_algos.base import Arm, check, check_int, check_number
+from adalrs_ray.core.checks import check, check_int, check_number
+from search_algos.base import Arm, SizeOption
+from search_algos.registry import register_arm
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ def band_size(max_t: int, eta: float) -> int:
     return sum(n0 for n0, _ in bracket_sizes(max_t, eta))
 
 
+@register_arm
 @dataclass(frozen=True)
 class HyperBandArm(_EarlyStoppingArm):
     """Synchronous HyperBand over log-uniform LR samples.
@@ -83,6 +87,13 @@ class HyperBandArm(_EarlyStoppingArm):
 
     name: ClassVar[str] = "hyperband"
     default_num_trials: ClassVar[int | None] = None  # one full band
+    size_option: ClassVar[SizeOption] = SizeOption(
+        "hyperband_trials", "trials of the HyperBand arm"
+    )
+    preset_settings: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "default": {"num_trials": 8, "reduction_factor": 3},
+        "smoke": {"num_trials": 2, "reduction_factor": 3},
+    }
 
     stop_last_trials: bool = True
 
@@ -104,6 +115,7 @@ class HyperBandArm(_EarlyStoppingArm):
         )
 
 
+@register_arm
 @dataclass(frozen=True)
 class ASHAArm(_EarlyStoppingArm):
     """Asynchronous successive halving (ASHA) over log-uniform LR samples.
@@ -118,6 +130,11 @@ class ASHAArm(_EarlyStoppingArm):
 
     name: ClassVar[str] = "asha"
     default_num_trials: ClassVar[int] = 9
+    size_option: ClassVar[SizeOption] = SizeOption("asha_trials", "trials of the ASHA arm")
+    preset_settings: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "default": {"num_trials": 8, "reduction_factor": 3, "grace_period": 2},
+        "smoke": {"num_trials": 2, "reduction_factor": 3},
+    }
 
     grace_period: int = 1
     brackets: int = 1

@@ -13,10 +13,13 @@ much cheaper.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from search_algos.base import Arm, check, check_int, check_number, is_number
+from adalrs_ray.core.checks import check, check_int, check_number, is_number
+from search_algos.base import Arm, SizeOption
+from search_algos.registry import register_arm
 
 
 def clip_lr(config: dict[str, Any], *, lr_min: float, lr_max: float) -> dict[str, Any]:
@@ -25,6 +28,7 @@ def clip_lr(config: dict[str, Any], *, lr_min: float, lr_max: float) -> dict[str
     return config
 
 
+@register_arm
 @dataclass(frozen=True)
 class PBTArm(Arm):
     """Population Based Training over the LR.
@@ -45,6 +49,11 @@ class PBTArm(Arm):
     name: ClassVar[str] = "pbt"
     sampling: ClassVar[str] = "log_uniform"
     default_num_trials: ClassVar[int] = 4
+    size_option: ClassVar[SizeOption] = SizeOption("pbt_trials", "population of the PBT arm")
+    preset_settings: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "default": {"num_trials": 4},
+        "smoke": {"num_trials": 2},
+    }
 
     perturbation_interval: int | None = None
     burn_in_period: int = 0

@@ -250,7 +250,7 @@ def test_unknown_preset_is_a_value_error():
 
 
 def test_headline_says_never_and_dash_without_a_grid():
-    from adalrs_ray.cli.compare import headline
+    from adalrs_ray.experiments.compare import headline
 
     summary = pd.DataFrame(
         {
@@ -271,7 +271,7 @@ def test_headline_says_never_and_dash_without_a_grid():
 @pytest.mark.parametrize("max_concurrent", [1, 2, 4, 7])
 @pytest.mark.parametrize("workers", [2, 4])
 def test_train_trial_cpus_cap_trials_and_fit_their_workers(cpus, max_concurrent, workers):
-    from adalrs_ray.cli.compare import train_trial_cpus
+    from adalrs_ray.experiments.compare import train_trial_cpus
 
     driver, per_worker = train_trial_cpus(cpus, max_concurrent, workers)
     assert driver > 0 and per_worker > 0

@@ -13,9 +13,11 @@ from ray.tune.schedulers import (
     PopulationBasedTraining,
 )
 
-from search_algos import ARMS, DEFAULT_ARMS, get_arm
+from search_algos import ARMS, DEFAULT_ARMS, Arm, SizeOption, get_arm, register_arm, size_options
+from search_algos.base import log_uniform
 from search_algos.hyperband import band_size, bracket_sizes
 from search_algos.pbt import clip_lr
+from search_algos.random_search import RandomSearchArm
 
 SCHEDULER_OF = {
     "grid": FIFOScheduler,
@@ -23,6 +25,7 @@ SCHEDULER_OF = {
     "hyperband": HyperBandScheduler,
     "asha": AsyncHyperBandScheduler,
     "pbt": PopulationBasedTraining,
+    "random": FIFOScheduler,
 }
 
 
@@ -33,7 +36,7 @@ def make(arm, total_steps=1000, report_every=50):
 
 
 def test_registry_names():
-    assert sorted(ARMS) == ["adalrs", "asha", "grid", "hyperband", "pbt"]
+    assert sorted(ARMS) == ["adalrs", "asha", "grid", "hyperband", "pbt", "random"]
     assert DEFAULT_ARMS == ("adalrs", "grid", "hyperband", "pbt")
 
 
@@ -77,7 +80,7 @@ def test_grid_lrs_are_log_spaced_over_the_range():
     ]
 
 
-@pytest.mark.parametrize("name", ["hyperband", "asha", "pbt"])
+@pytest.mark.parametrize("name", ["hyperband", "asha", "pbt", "random"])
 def test_random_arms_sample_log_uniformly_and_reproducibly(name):
     a = get_arm(name, num_trials=200, seed=1).starting_lrs(1000, 50)
     assert a == get_arm(name, num_trials=200, seed=1).starting_lrs(1000, 50)
@@ -169,6 +172,12 @@ def test_adalrs_settings_reach_the_slots():
         ("pbt", {"perturbation_interval": 0}, "perturbation_interval is 0"),
         ("adalrs", {"adalrs": {"total_steps": 5}}, "must not set total_steps"),
         ("adalrs", {"adalrs": [1]}, "adalrs is \\[1\\]"),
+        ("random", {"num_trials": 0}, "num_trials is 0"),
+        ("random", {"seed": -1}, "seed is -1"),
+        ("random", {"seed": 1.5}, "seed is 1.5"),
+        ("random", {"lr_min": 1e-2, "lr_max": 1e-3}, "lr_min < lr_max"),
+        ("random", {"lrs": [1e-3, 0.0]}, "every value of lrs"),
+        ("random", {"perturbation_interval": 2}, "arm 'random'.*'num_trials'"),
     ],
 )
 def test_bad_settings_raise_value_error(name, kwargs, match):
@@ -192,3 +201,75 @@ def test_settings_that_clash_with_the_budget_raise_at_slot_time(arm, match):
 def test_asha_grace_period_beyond_the_reports_raises():
     with pytest.raises(ValueError, match="grace_period=30 exceeds max_t=20"):
         make(get_arm("asha", grace_period=30))
+
+
+# ---------------------------------------------------------------------------- the registry
+def test_every_arm_but_adalrs_declares_its_size_option():
+    assert {arm: o.flag for arm, o in size_options().items()} == {
+        "grid": "--grid-points",
+        "hyperband": "--hyperband-trials",
+        "asha": "--asha-trials",
+        "pbt": "--pbt-trials",
+        "random": "--random-trials",
+    }
+    for arm, option in size_options().items():
+        assert ARMS[arm].settings_for_preset("any preset")[option.kwarg] >= 1
+
+
+def test_register_arm_refuses_a_taken_name_or_size_option():
+    with pytest.raises(ValueError, match="arm 'grid' is already registered"):
+
+        @register_arm
+        class Grid2(Arm):
+            name = "grid"
+
+    with pytest.raises(ValueError, match="'pbt_trials' is already the size of arm 'pbt'"):
+
+        @register_arm
+        class Other(Arm):
+            name = "other"
+            size_option = SizeOption("pbt_trials", "clash")
+
+    with pytest.raises(ValueError, match="must be an Arm subclass"):
+        register_arm(dict)
+    assert "other" not in ARMS
+
+
+def test_size_option_name_must_be_an_identifier():
+    with pytest.raises(ValueError, match="SizeOption name is 'grid-points'"):
+        SizeOption("grid-points", "LRs of the grid")
+
+
+# ---------------------------------------------------------------------------- random search
+def test_random_search_is_registered_but_not_a_default_arm():
+    assert ARMS["random"] is RandomSearchArm
+    assert "random" not in DEFAULT_ARMS
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+@pytest.mark.parametrize("n", [1, 3, 10])
+def test_random_search_slots_are_seeded_log_uniform_samples(seed, n):
+    arm = get_arm("random", lr_min=1e-4, lr_max=1e-2, num_trials=n, seed=seed)
+    slots = arm.slots(total_steps=600, report_every=30)
+    lrs = [slot["lr"] for slot in slots]
+    assert len(slots) == n
+    assert lrs == log_uniform(1e-4, 1e-2, n, seed)  # the documented generator
+    assert lrs == [s["lr"] for s in get_arm("random", lr_min=1e-4, lr_max=1e-2, num_trials=n,
+                                            seed=seed).slots(600, 30)]  # fmt: skip
+    assert all(1e-4 <= lr <= 1e-2 for lr in lrs)
+    for slot in slots:  # full budget, no AdaLRS
+        assert (slot["arm"], slot["total_steps"], slot["report_every"]) == ("random", 600, 30)
+        assert slot["adalrs"] is None
+
+
+def test_random_search_seeds_give_different_samples_and_default_size():
+    arm = get_arm("random")
+    assert arm.num_trials == RandomSearchArm.default_num_trials
+    a = get_arm("random", num_trials=4, seed=0).starting_lrs(1000, 50)
+    b = get_arm("random", num_trials=4, seed=1).starting_lrs(1000, 50)
+    assert a != b
+
+
+def test_random_search_runs_every_trial_to_the_end():
+    sched = make(get_arm("random", num_trials=3))
+    assert type(sched) is FIFOScheduler

@@ -1,41 +1,31 @@
 """``adalrs-ray compare`` and ``adalrs-ray report``: the head-to-head LR-search comparison.
 
 ``compare`` runs AdaLRS (Dong et al., "AdaLRS", NeurIPS 2025, arXiv 2506.13274), started 10x off
-the best LR, against a grid, HyperBand (or ASHA) and PBT in ONE ``tune.Tuner`` scheduled by
-:class:`adalrs_ray.comparison.AdaLRSComparison`, shows a one-line progress summary while it
-runs, and writes the cost report of :mod:`adalrs_ray.report` (``report.md``, ``report.html``,
-``results.parquet``, PNGs) into ``--out``. Budgets come from a preset
-(:mod:`adalrs_ray.experiments.presets`); every option given on the command line overrides the preset.
+the best LR, against a grid, HyperBand (or ASHA), PBT or random search in ONE ``tune.Tuner`` and
+writes the cost report (``report.md``, ``report.html``, ``results.parquet``, PNGs) into
+``--out``. Budgets come from a preset (:mod:`adalrs_ray.experiments.presets`); every option given
+on the command line overrides the preset. The arms ``--arms`` accepts and their size options
+(``--grid-points``, ``--hyperband-trials``, ...) come from the arm registry
+(:mod:`search_algos`).
 
 ``report DIR`` rebuilds the report from a saved directory (``results.parquet``, or the Tune
 compute log under ``DIR/tune`` when the run stopped before its report).
 
-Ray: ``--address`` unset starts a local Ray (``ray.init(address="local")``) and shuts it down at
-the end; ``--address auto`` or ``host:port`` joins a cluster. An already initialised Ray (a
-notebook, a test session) is used as is and left running.
+This module parses arguments; the work is done by :mod:`adalrs_ray.experiments.compare`
+(:func:`~adalrs_ray.experiments.compare.run_compare` and friends, Ray included), imported when
+a command runs so that ``adalrs-ray --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import math
-import os
 import shlex
-import shutil
 import sys
-import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from adalrs_ray.cli.train import parse_adalrs_opts
-
-logger = logging.getLogger(__name__)
-
-TUNE_NAME = "tune"  # the Tune experiment directory under --out
-CONFIG_FILE = "compare_config.json"  # the resolved settings of a compare run, under --out
+from adalrs_ray.report.contract import CONFIG_FILE
 
 
 # ------------------------------------------------------------------------------ arguments
@@ -56,6 +46,7 @@ def _names(text: str) -> tuple[str, ...]:
 def register(subparsers: Any) -> None:
     """Add the ``compare`` and ``report`` sub-commands (see :mod:`adalrs_ray.cli`)."""
     from adalrs_ray.experiments.presets import ARM_NAMES, PRESETS
+    from search_algos import DEFAULT_ARMS, size_options
 
     presets = ", ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
     p = subparsers.add_parser(
@@ -70,7 +61,7 @@ def register(subparsers: Any) -> None:
         "--arms",
         type=_names,
         help=f"comma-separated arms from {', '.join(ARM_NAMES)} (default: the preset's, "
-        "adalrs,grid,hyperband,pbt)",
+        f"{','.join(DEFAULT_ARMS)})",
     )
     p.add_argument("--out", help="output directory (default runs/compare-<preset>-<time>)")
     p.add_argument("--task", choices=("lm", "sim"), help="lm: the LM; sim: the loss simulator")
@@ -79,7 +70,6 @@ def register(subparsers: Any) -> None:
     g.add_argument("--report-every", type=int, help="steps between two reports")
     g.add_argument("--lr-ref", type=float, help="reference LR (the best LR of a sweep)")
     g.add_argument("--lr-span", type=float, help="arms search [lr_ref/span, lr_ref*span]")
-    g.add_argument("--grid-points", type=int, help="LRs of the grid")
     g.add_argument(
         "--adalrs-starts",
         type=_floats,
@@ -92,9 +82,8 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="another AdaLRSConfig field for the AdaLRS arms, e.g. lam=0.95 (repeatable)",
     )
-    g.add_argument("--hyperband-trials", type=int, help="trials of the HyperBand arm")
-    g.add_argument("--asha-trials", type=int, help="trials of the ASHA arm")
-    g.add_argument("--pbt-trials", type=int, help="population of the PBT arm")
+    for option in size_options().values():  # the arms' sizes: --grid-points, --pbt-trials, ...
+        g.add_argument(option.flag, dest=option.name, type=int, help=option.help)
     g = p.add_argument_group("task (overrides the preset; lm task only)")
     g.add_argument("--data", help="corpus: directory, text file or .parquet (default: stdlib)")
     g.add_argument("--model", help="model preset of train_loops.model (default tiny)")
@@ -150,444 +139,51 @@ def register(subparsers: Any) -> None:
     r.set_defaults(func=cmd_report)
 
 
-# ------------------------------------------------------------------------------ resolution
-def resolve_preset(args: argparse.Namespace):
-    """The preset of ``args.preset`` with every command-line override applied."""
-    from adalrs_ray.experiments.presets import get_preset
+# ------------------------------------------------------------------------------ commands
+def preset_from_args(args: argparse.Namespace):
+    """The preset of ``args.preset`` with every command-line override applied
+    (:func:`adalrs_ray.experiments.compare.resolve_preset`)."""
+    from adalrs_ray.experiments.compare import resolve_preset
+    from search_algos import size_options
 
-    preset = get_preset(args.preset)
-    task = args.task or preset.task
-    if task != preset.task:
-        # another task: its own defaults, then the overrides
-        from adalrs_ray.experiments.presets import PRESETS
-
-        base = "sim" if task == "sim" else "quick"
-        logger.info("--task %s: budgets of preset %r", task, base)
-        preset = PRESETS[base]
-    lm_only = {
+    trial = {
         "data": args.data,
         "preset": args.model,
         "batch_size": args.batch_size,
         "seq_len": args.seq_len,
         "device": args.device,
+        "seed": args.seed,
     }
-    given = sorted(k for k, v in lm_only.items() if v is not None)
-    if preset.task != "lm" and given:
-        flags = {"preset": "--model", "batch_size": "--batch-size", "seq_len": "--seq-len"}
-        names = [flags.get(k, "--" + k) for k in given]
-        raise ValueError(f"{', '.join(names)} only apply to the lm task, but the task is 'sim'")
-    trial = {k: v for k, v in lm_only.items() if v is not None}
-    if args.seed is not None:
-        trial["seed"] = args.seed
+    trial = {k: v for k, v in trial.items() if v is not None}
     adalrs = parse_adalrs_opts(args.adalrs_opt)
     if args.window is not None:
         adalrs["window"] = args.window
-    sized = {
-        "hyperband": {"num_trials": args.hyperband_trials},
-        "asha": {"num_trials": args.asha_trials},
-        "pbt": {"num_trials": args.pbt_trials},
-    }
-    changes = {k: {"num_trials": v["num_trials"]} for k, v in sized.items() if v["num_trials"]}
-    return preset.with_overrides(
+    sizes = {o.name: getattr(args, o.name) for o in size_options().values()}
+    return resolve_preset(
+        args.preset,
+        task=args.task,
         total_steps=args.steps,
         report_every=args.report_every,
         lr_ref=args.lr_ref,
         lr_span=args.lr_span,
-        grid_points=args.grid_points,
         adalrs_starts=args.adalrs_starts,
         arms=args.arms,
         max_concurrent=args.max_concurrent,
         adalrs=adalrs or None,
         trial_config=trial or None,
-        **changes,
+        **sizes,
     )
-
-
-def _check_trial_config(preset, sched, trial_config: Mapping[str, Any]) -> None:
-    """Fail before Ray starts: the config of every trial, the data path."""
-    if preset.task != "lm":
-        from train_loops.trainables import check_synthetic_config
-
-        for slot in sched.slots():
-            check_synthetic_config({**trial_config, **slot})
-        return
-    data = trial_config.get("data")
-    if data is not None and not Path(data).exists():
-        raise ValueError(f"--data {data!r} does not exist")
-    if "workers" in trial_config:
-        from train_loops.trainables.lm_torchtrainer import check_train_config
-
-        for slot in sched.slots():
-            check_train_config({**trial_config, **slot})
-        return
-    from train_loops.trainables import lm_config_from_trial
-
-    for slot in sched.slots():
-        lm_config_from_trial({**trial_config, **slot}, out_dir="unused")
-
-
-def _trial_config(preset) -> dict[str, Any]:
-    config = dict(preset.trial_config)
-    if preset.task == "lm" and config.get("data") is not None:
-        config["data"] = str(Path(config["data"]).resolve())  # trials chdir: absolute paths
-    return config
-
-
-# ------------------------------------------------------------------------------ Ray
-class _RayContext:
-    """``ray.init`` unless Ray is already initialised; shuts down only what it started."""
-
-    def __init__(self, address: str | None, cpus: float | None, dashboard: bool) -> None:
-        self.address, self.cpus, self.dashboard = address, cpus, dashboard
-        self.started = False
-
-    def __enter__(self):
-        import ray
-
-        if ray.is_initialized():
-            if self.address is not None:
-                logger.info("Ray is already initialised: --address %s ignored", self.address)
-            return ray
-        kwargs: dict[str, Any] = dict(log_to_driver=False, logging_level="ERROR")
-        if self.address is None:
-            kwargs.update(
-                address="local",
-                include_dashboard=self.dashboard,
-                runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
-            )
-            if self.cpus is not None:
-                kwargs["num_cpus"] = self.cpus
-        else:
-            if self.cpus is not None:
-                raise ValueError("--cpus sizes a local Ray; it cannot be used with --address")
-            kwargs["address"] = self.address
-        ray.init(**kwargs)
-        self.started = True
-        return ray
-
-    def __exit__(self, *exc) -> None:
-        if self.started:
-            import ray
-
-            ray.shutdown()
-
-
-def _cluster_cpus(ray) -> float:
-    cpus = float(ray.cluster_resources().get("CPU", 0.0))
-    if cpus <= 0:
-        raise ValueError("the Ray cluster has no CPU to run trials on")
-    return cpus
-
-
-# ------------------------------------------------------------------------------ progress
-def make_progress_callback(arms: Sequence[str], totals: Mapping[str, int], every: float):
-    """A Tune callback printing to stderr one line every ``every`` seconds and one per finished
-    trial: elapsed time, then per arm ``done+running/total`` trials and the best val_loss so
-    far, then the steps trained by all arms, e.g.
-    ``[  118s] adalrs_x0.1 0+1/1 2.2281 | grid 2+2/7 2.3407 | ... | 1,250 steps``."""
-    from ray import tune
-
-    class ProgressCallback(tune.Callback):
-        def __init__(self) -> None:
-            self.arms = list(arms)
-            self.totals = dict(totals)
-            self.every = every
-            self.best: dict[str, float] = {a: math.nan for a in self.arms}
-            self.steps = 0.0
-            self.t0 = time.monotonic()
-            self.last = self.t0
-
-        def emit(self, text: str) -> None:
-            print(f"[{time.monotonic() - self.t0:6.0f}s] {text}", file=sys.stderr, flush=True)
-
-        @staticmethod
-        def arm(trial) -> str:
-            config = trial.config if isinstance(trial.config, Mapping) else {}
-            return str(config.get("arm"))
-
-        def line(self, trials, ended=None) -> str:
-            done = dict.fromkeys(self.arms, 0)
-            running = dict.fromkeys(self.arms, 0)
-            for t in trials:
-                arm = self.arm(t)
-                if arm not in done:
-                    continue
-                if t is ended or t.status in ("TERMINATED", "ERROR"):
-                    done[arm] += 1
-                elif t.status == "RUNNING":
-                    running[arm] += 1
-            parts = []
-            for arm in self.arms:
-                best = self.best[arm]
-                b = "-" if math.isnan(best) else f"{best:.4f}"
-                run = f"+{running[arm]}" if running[arm] else ""
-                parts.append(f"{arm} {done[arm]}{run}/{self.totals[arm]} {b}")
-            return " | ".join(parts) + f" | {self.steps:,.0f} steps"
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            arm = self.arm(trial)
-            value = result.get("val_loss")
-            if isinstance(value, (int, float)) and math.isfinite(value) and arm in self.best:
-                if math.isnan(self.best[arm]) or value < self.best[arm]:
-                    self.best[arm] = float(value)
-            inc = result.get("steps_done")
-            if isinstance(inc, (int, float)) and math.isfinite(inc) and inc > 0:
-                self.steps += inc
-            now = time.monotonic()
-            if now - self.last >= self.every:
-                self.last = now
-                self.emit(self.line(trials))
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.emit(f"{self.arm(trial)} {trial.trial_id} done; " + self.line(trials, trial))
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self.emit(f"{self.arm(trial)} {trial.trial_id} ERROR; " + self.line(trials, trial))
-
-    return ProgressCallback()
-
-
-# ------------------------------------------------------------------------------ compare
-def _default_out(preset: str) -> str:
-    import datetime as _dt
-
-    return str(Path("runs") / f"compare-{preset}-{_dt.datetime.now():%Y%m%d-%H%M%S}")
-
-
-def train_trial_cpus(total_cpus: float, max_concurrent: int, workers: int) -> tuple[float, float]:
-    """``(trial process CPUs, CPUs per Train worker)`` for trials that each run a TorchTrainer.
-
-    Tune admits a trial by its own process's CPU reservation only; its TorchTrainer then asks
-    for the workers' placement group. With m = ``max_concurrent`` and T = ``total_cpus``, a trial
-    process reserving d = T/(m + 0.5) > T/(m+1) caps the running trials at m, and workers
-    reserving (T/m - d) per trial in all always fit beside them. (A small d admitted more trials
-    than the workers' groups could fit: every trial waited for its group, a hang.) Reservations
-    are logical: the waiting trial process uses no CPU, the workers use what they need.
-    """
-    driver = total_cpus / (max_concurrent + 0.5)
-    return driver, (total_cpus / max_concurrent - driver) / workers
-
-
-def _load_average() -> str:
-    """The host's 1-minute load average (other jobs slow a run down), or "n/a"."""
-    try:
-        return f"{os.getloadavg()[0]:.1f}"
-    except (AttributeError, OSError):
-        return "n/a"
-
-
-def _remove_checkpoints(folder: Path) -> None:
-    for ckpt in folder.glob("*/checkpoint_*"):
-        if ckpt.is_dir():
-            shutil.rmtree(ckpt, ignore_errors=True)
-
-
-def run_compare(
-    preset,
-    out: str | os.PathLike,
-    *,
-    workers: int = 1,
-    address: str | None = None,
-    cpus: float | None = None,
-    progress_every: float = 10.0,
-    progress: bool = True,
-    keep_checkpoints: bool = False,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Run the comparison described by ``preset`` and write its report into ``out``.
-
-    Returns ``{"paths": write_report's paths, "summary": per-arm summary DataFrame,
-    "errors": [str], "unfinished": number of trials that did not finish (an interrupted run:
-    Ctrl-C stops Tune, the report covers what ran), "wall_s": float}``. Raises ``ValueError`` for bad settings (before any
-    trial starts) and when the run produced no result to report.
-    """
-    from adalrs_ray.experiments.presets import adalrs_label, build_arms
-
-    if not (isinstance(workers, int) and workers >= 1):
-        raise ValueError(f"--workers is {workers!r}, but must be an integer >= 1")
-    if workers > 1 and preset.task != "lm":
-        raise ValueError(
-            f"--workers {workers}: only the lm task trains on several workers (a Ray Train "
-            "TorchTrainer per trial); the sim task runs in-process, use --workers 1"
-        )
-    arm_objs = build_arms(preset)
-    # before ray.tune is imported: Tune's console output and per-trial result files off
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    out = Path(out).resolve()
-    tune_dir = out / TUNE_NAME
-    if tune_dir.exists():
-        raise ValueError(
-            f"{tune_dir} already exists (a previous compare run): choose another --out, or "
-            f"rebuild its report with: adalrs-ray report {out}"
-        )
-    from adalrs_ray.comparison import AdaLRSComparison
-
-    sched = AdaLRSComparison(
-        arm_objs, total_steps=preset.total_steps, report_every=preset.report_every
-    )
-    trial_config = _trial_config(preset)
-    if workers > 1:
-        trial_config["workers"] = workers
-    _check_trial_config(preset, sched, trial_config)  # before Ray starts
-    labels = list(sched.arms)
-    n_trials = {key: 0 for key in labels}
-    for slot in sched.slots():
-        n_trials[slot["arm"]] += 1
-
-    t_start = time.monotonic()
-    load_start = _load_average()
-    out.mkdir(parents=True, exist_ok=True)
-    settings = {
-        "command": command,
-        "preset": preset.to_dict(),
-        "arms": labels,
-        "trials": n_trials,
-        "workers": workers,
-        "address": address,
-    }
-    (out / CONFIG_FILE).write_text(json.dumps(settings, indent=1, default=str) + "\n")
-
-    from ray import tune
-
-    from train_loops.trainables import get_trainable
-
-    # Train runs stopped by Tune (HyperBand, PBT) need the dashboard's state API to free
-    # their placement groups (shared RAY_NOTES); in-process trials do not
-    with _RayContext(address, cpus, dashboard=workers > 1) as ray:
-        total_cpus = _cluster_cpus(ray)
-        cpu = total_cpus / preset.max_concurrent
-        callbacks = []
-        if workers > 1:
-            from train_loops.trainables.lm_torchtrainer import NAME, TrainPlacementGroupReaper
-
-            driver_cpu, trial_config["cpus_per_worker"] = train_trial_cpus(
-                total_cpus, preset.max_concurrent, workers
-            )
-            trainable = get_trainable(NAME, cpu=driver_cpu)
-            callbacks.append(TrainPlacementGroupReaper())
-        else:
-            trainable = get_trainable("lm" if preset.task == "lm" else "synthetic", cpu=cpu)
-        if progress:
-            callbacks.append(make_progress_callback(labels, n_trials, progress_every))
-        logger.info(
-            "compare: %d trials in arms %s, %d steps each, %s CPU per trial (%d at once on %g "
-            "CPUs) -> %s",
-            sum(n_trials.values()),
-            labels,
-            preset.total_steps,
-            f"{cpu:g}",
-            preset.max_concurrent,
-            total_cpus,
-            out,
-        )
-        tuner = tune.Tuner(
-            trainable,
-            param_space=sched.param_space(trial_config),
-            tune_config=tune.TuneConfig(scheduler=sched, reuse_actors=True),
-            run_config=tune.RunConfig(
-                storage_path=str(out),
-                name=TUNE_NAME,
-                verbose=0,
-                callbacks=callbacks,
-                # PBT restores the donor's latest checkpoint, which may be older than the last
-                # few: keep all of them during the run (removed at the end)
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-            ),
-        )
-        results = tuner.fit()
-        ray_cpus = total_cpus
-    wall = time.monotonic() - t_start
-    errors = [f"{r.metrics.get('trial_id', '?')}: {r.error}" for r in results if r.error]
-    if errors:
-        logger.warning("%d trial(s) failed; first: %s", len(errors), str(errors[0])[:500])
-    status = sched.compute_table("trial")["status"]
-    unfinished = int(status.isin(["pending", "running", "paused"]).sum())
-    if unfinished:  # Ctrl-C: Tune stops, the report covers what ran
-        logger.warning("%d trial(s) did not finish (interrupted?): a partial report", unfinished)
-    if not keep_checkpoints:
-        _remove_checkpoints(tune_dir)
-
-    from adalrs_ray import report as rep
-
-    try:
-        df = rep.load_results(tune_dir)
-    except (ValueError, FileNotFoundError) as exc:
-        first = f"; first trial error: {str(errors[0]).splitlines()[-1]}" if errors else ""
-        raise ValueError(f"the comparison produced no results to report ({exc}){first}") from None
-    ada = [adalrs_label(s) for s in preset.adalrs_starts if adalrs_label(s) in labels]
-    extra = {
-        "command": command or "",
-        "preset": preset.name,
-        "task": preset.task,
-        "steps per trial": preset.total_steps,
-        "report every": preset.report_every,
-        "lr_ref": preset.lr_ref,
-        "LR range of the arms": f"[{preset.lr_min:.3g}, {preset.lr_max:.3g}]",
-        "AdaLRS starts (x lr_ref)": ", ".join(f"{s:g}" for s in preset.adalrs_starts),
-        "AdaLRS settings": json.dumps(preset.adalrs),
-        "trials per arm": json.dumps(n_trials),
-        "trial config": json.dumps(trial_config),
-        "max concurrent trials": preset.max_concurrent,
-        "Ray CPUs": ray_cpus,
-        "wall time of the Tune run (s)": round(wall, 1),
-        "host load average (1 min) at start, end": f"{load_start}, {_load_average()}",
-        "failed trials": len(errors),
-    }
-    paths = rep.write_report(
-        df,
-        out,
-        title=f"AdaLRS comparison ({preset.name}): compute to reach the best loss",
-        extra=extra,
-        baseline_steps=preset.total_steps,
-        grid_arm="grid" if "grid" in labels else None,
-        adalrs_arms=ada or None,
-    )
-    summary = rep.summarize(
-        rep.validate_results(df),
-        baseline_steps=preset.total_steps,
-        grid_arm="grid" if "grid" in labels else None,
-    )
-    return {
-        "paths": paths,
-        "summary": summary,
-        "errors": errors,
-        "unfinished": unfinished,
-        "wall_s": wall,
-    }
-
-
-def headline(summary, threshold: str = "within_2pct") -> str:
-    """A short plain-text table: per arm, best final val_loss, compute to reach the target."""
-    lines = [
-        f"{'arm':<14} {'best val':>9} {'steps to ' + threshold:>22} {'x full run':>10} "
-        f"{'x grid':>7} {'total x full':>12}"
-    ]
-    has_grid = "grid" in set(summary["arm"])
-    for _, row in summary.iterrows():
-        steps = row.get(f"steps_to_{threshold}")
-
-        def f(v, fmt):
-            if v is None:  # no such column (e.g. no grid arm)
-                return "-"
-            return "never" if not math.isfinite(v) else format(v, fmt)
-
-        lines.append(
-            f"{row['arm']:<14} {f(row['best_final_val_loss'], '.4f'):>9} "
-            f"{f(steps, ',.0f'):>22} {f(row.get(f'full_runs_to_{threshold}'), '.2f'):>10} "
-            f"{f(row.get(f'grid_frac_to_{threshold}') if has_grid else None, '.2f'):>7} "
-            f"{f(row.get('total_full_runs'), '.2f'):>12}"
-        )
-    return "\n".join(lines)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from adalrs_ray.experiments.compare import default_out_dir, headline, run_compare
+
     if args.progress_every <= 0:
         raise ValueError(f"--progress-every is {args.progress_every}, but must be > 0")
     if args.cpus is not None and not args.cpus > 0:
         raise ValueError(f"--cpus is {args.cpus}, but must be > 0")
-    preset = resolve_preset(args)
-    out = args.out or _default_out(preset.name)
+    preset = preset_from_args(args)
+    out = args.out or default_out_dir(preset.name)
     if sys.argv[1:2] == ["compare"]:  # the console script: record its command line
         command = shlex.join(["adalrs-ray", *sys.argv[1:]])
     else:  # called in-process (tests, notebooks): the resolved settings are in CONFIG_FILE
@@ -612,10 +208,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if result["errors"] or result["unfinished"] else 0
 
 
-#: the settings two compare runs must share for their arms to appear in one report
-_SAME_TASK_KEYS = ("task", "total_steps", "report_every", "trial_config")
-
-
 def _parse_add_arms(item: str) -> tuple[Path, list[str]]:
     folder, sep, names = item.rpartition(":")
     arms = [a.strip() for a in names.split(",") if a.strip()]
@@ -624,88 +216,8 @@ def _parse_add_arms(item: str) -> tuple[Path, list[str]]:
     return Path(folder), arms
 
 
-def _compare_settings(d: Path) -> dict[str, Any]:
-    f = d / CONFIG_FILE
-    if not f.is_file():
-        raise ValueError(
-            f"{str(d)!r} has no {CONFIG_FILE}: without the run's settings its arms cannot be "
-            "checked against the other run's (same task, steps and report interval)"
-        )
-    try:
-        settings = json.loads(f.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{f} is not valid JSON: {exc}") from None
-    if not isinstance(settings, dict) or not isinstance(settings.get("preset"), dict):
-        raise ValueError(f'{f} must hold a JSON object with a "preset" object')
-    return settings
-
-
-def _results_and_meta(d: Path) -> tuple[Any, dict[str, Any]]:
-    """The results of the compare directory ``d`` and the report options saved beside them."""
-    from adalrs_ray import report as rep
-
-    f = rep.find_results_file(d)
-    return rep.load_results(f), rep.read_meta(f.parent)
-
-
-def merge_compare_dirs(
-    directory: str | Path, additions: Sequence[tuple[str | Path, Sequence[str]]]
-) -> tuple[Any, dict[str, Any]]:
-    """The results of ``directory`` with whole arms of other compare directories added, and the
-    report options for them (``report_meta.json`` of ``directory``, the grid and AdaLRS arms of
-    the merged table, and the source of every added arm in the settings table).
-
-    The runs must agree on :data:`_SAME_TASK_KEYS` of their resolved preset (else
-    ``ValueError`` naming the key and both values): arms trained on another task or budget are
-    not comparable. Worker-seconds are comparable only when both ran on the same machine at a
-    similar load; the settings table records each source's command, wall time and load.
-    """
-    from adalrs_ray import report as rep
-
-    d = Path(directory)
-    base = _compare_settings(d)
-    df, meta = _results_and_meta(d)
-    extra = dict(meta.get("extra") or {"command": base.get("command") or ""})
-    ada = list(meta.get("adalrs_arms") or [])
-    parts = []
-    for folder, arms in additions:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise ValueError(f"--add-arms: {str(folder)!r} does not exist or is not a directory")
-        other = _compare_settings(folder)
-        for key in _SAME_TASK_KEYS:
-            a, b = base["preset"].get(key), other["preset"].get(key)
-            if a != b:
-                raise ValueError(
-                    f"{str(folder)!r} ran with {key} = {b!r}, {str(d)!r} with {a!r}: arms of "
-                    f"runs with another {key} are not comparable"
-                )
-        other_df, other_meta = _results_and_meta(folder)
-        parts.append((other_df, arms, repr(str(folder))))
-        ada += [a for a in (other_meta.get("adalrs_arms") or []) if a in arms]
-        src = other_meta.get("extra") or {}
-        how = ", ".join(
-            f"{k} {src[k]}"
-            for k in ("wall time of the Tune run (s)", "host load average (1 min) at start, end")
-            if k in src
-        )
-        extra[f"arms {', '.join(arms)} from"] = (
-            f"{folder} ({other.get('command') or 'command unknown'}" + (f"; {how})" if how else ")")
-        )
-    merged = rep.merge_arms(df, *parts)
-    arms_now = set(merged["arm"])
-    options = {
-        k: meta[k] for k in ("title", "baseline_steps", "thresholds") if meta.get(k) is not None
-    }
-    options.setdefault("baseline_steps", base["preset"].get("total_steps"))
-    options["extra"] = extra
-    options["grid_arm"] = "grid" if "grid" in arms_now else None
-    options["adalrs_arms"] = [a for a in dict.fromkeys(ada) if a in arms_now] or None
-    return merged, options
-
-
 def cmd_report(args: argparse.Namespace) -> int:
-    from adalrs_ray import report as rep
+    from adalrs_ray.experiments.compare import rebuild_report, write_merged_report
 
     d = Path(args.directory)
     if not d.is_dir():
@@ -720,21 +232,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         out = Path(args.out).resolve()
         if out in [d.resolve()] + [f.resolve() for f, _ in additions]:
             raise ValueError(f"--out {args.out!r} is one of the merged directories; pick a new one")
-        merged, merged_options = merge_compare_dirs(d, additions)
-        paths = rep.write_report(merged, out, **{**merged_options, **options})
-        print(f"-> {paths['markdown']}, {paths['html']}")
-        return 0
-    try:
-        rep.find_results_file(d)
-    except FileNotFoundError as exc:
-        raise ValueError(str(exc)) from None
-    if not (d / "results.parquet").is_file() and (d / CONFIG_FILE).is_file():
-        # an interrupted compare: no report yet, rebuild from the Tune compute log
-        settings = _compare_settings(d)
-        options.setdefault("extra", {"command": settings.get("command") or ""})
-        labels = settings.get("arms") or []
-        options.setdefault("adalrs_arms", [a for a in labels if a.startswith("adalrs")] or None)
-        options.setdefault("grid_arm", "grid" if "grid" in labels else None)
-    paths = rep.build_report_from_dir(d, args.out, **options)
+        paths = write_merged_report(d, additions, out, **options)
+    else:
+        paths = rebuild_report(d, args.out, **options)
     print(f"-> {paths['markdown']}, {paths['html']}")
     return 0

@@ -5,7 +5,9 @@ NeurIPS 2025, arXiv 2506.13274, Sec. 4: the compute AdaLRS spends to find a good
 search): the task and its shared trial config, the budget of one trial (``total_steps``,
 ``report_every``), a reference LR ``lr_ref`` (the best LR of a sweep of the task, measured, see
 docs/compare.md), the LR range every arm searches (``[lr_ref / lr_span, lr_ref * lr_span]``) and
-the size of each arm. AdaLRS runs one arm per starting LR multiple (``adalrs_starts``, default
+the size of each arm. The arms' settings come from the arm registry (:mod:`search_algos`): each
+arm class declares its settings per preset (``preset_settings``) and its size option
+(``grid_points``, ``hyperband_trials``, ...); a preset's ``arm_settings`` overrides them. AdaLRS runs one arm per starting LR multiple (``adalrs_starts``, default
 ``0.1`` and ``10``: started 10x too small and 10x too large), labelled ``adalrs_x0.1`` and
 ``adalrs_x10``, so each AdaLRS arm is one single full-budget run and its compute is directly
 "x one full run".
@@ -31,14 +33,20 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-#: arm names the compare command accepts (search_algos.ARMS)
-ARM_NAMES = ("adalrs", "grid", "hyperband", "asha", "pbt")
+from adalrs_ray.core.checks import check, check_int, is_number
+from search_algos import ARMS, DEFAULT_ARMS, Arm, get_arm, size_options
+
+#: arm names the compare command accepts (the registry, search_algos.ARMS)
+ARM_NAMES = tuple(ARMS)
 TASKS = ("lm", "sim")
+
+
+def _is_positive(value: Any) -> bool:
+    return is_number(value) and value > 0
 
 
 @dataclass(frozen=True)
@@ -54,13 +62,16 @@ class ComparePreset:
         report_every: steps between two reports (the unit of HyperBand/ASHA/PBT time).
         lr_ref: the reference LR: the best LR of a sweep of this task (measured).
         lr_span: every arm searches ``[lr_ref / lr_span, lr_ref * lr_span]``.
-        arms: the default arms.
+        arms: the default arms (:data:`search_algos.DEFAULT_ARMS` unless given).
         adalrs_starts: AdaLRS starting LRs as multiples of ``lr_ref``; one arm each.
         adalrs: AdaLRSConfig arguments of the AdaLRS trials (``total_steps`` excluded).
-        grid_points: trials of the grid (log-spaced over the range, both ends included).
-        hyperband: HyperBandArm arguments (besides the range and budget).
-        asha: ASHAArm arguments.
-        pbt: PBTArm arguments.
+        arm_settings: per arm name, the arm's keyword arguments besides the LR range and the
+            budget (e.g. ``{"hyperband": {"num_trials": 8, "reduction_factor": 3}}``), merged
+            over the arm's own settings for this preset
+            (:meth:`search_algos.base.Arm.settings_for_preset`). Every arm with a size option
+            can also be sized by that option's name: ``preset.grid_points``,
+            ``with_overrides(pbt_trials=6)``. Not for ``adalrs``: its arms come from
+            ``adalrs_starts`` and ``adalrs``.
         trial_config: config shared by every trial (LMConfig fields for ``lm``, simulator
             settings for ``sim``).
         max_concurrent: trials running at once; each trial reserves ``cpus / max_concurrent``
@@ -75,66 +86,87 @@ class ComparePreset:
     report_every: int
     lr_ref: float
     lr_span: float = 10.0
-    arms: tuple[str, ...] = ("adalrs", "grid", "hyperband", "pbt")
+    arms: tuple[str, ...] = DEFAULT_ARMS
     adalrs_starts: tuple[float, ...] = (0.1, 10.0)
     adalrs: Mapping[str, Any] = field(default_factory=dict)
-    grid_points: int = 7
-    hyperband: Mapping[str, Any] = field(default_factory=dict)
-    asha: Mapping[str, Any] = field(default_factory=dict)
-    pbt: Mapping[str, Any] = field(default_factory=dict)
+    arm_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     trial_config: Mapping[str, Any] = field(default_factory=dict)
     max_concurrent: int = 4
 
     def __post_init__(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(f"preset {self.name!r}: {message}")
+        try:
+            self._check_and_normalise()
+        except ValueError as exc:
+            raise ValueError(f"preset {self.name!r}: {exc}") from None
 
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_pos(v: Any) -> bool:
-            return (
-                isinstance(v, (int, float))
-                and not isinstance(v, bool)
-                and math.isfinite(v)
-                and v > 0
-            )
-
-        need(self.task in TASKS, f"task is {self.task!r}, but must be one of {TASKS}")
-        for key in ("total_steps", "report_every", "grid_points", "max_concurrent"):
-            v = getattr(self, key)
-            need(is_int(v) and v >= 1, f"{key} is {v!r}, but must be an integer >= 1")
-        need(
+    def _check_and_normalise(self) -> None:
+        check(self.task in TASKS, f"task is {self.task!r}, but must be one of {TASKS}")
+        for key in ("total_steps", "report_every", "max_concurrent"):
+            check_int(key, getattr(self, key), 1)
+        check(
             self.report_every <= self.total_steps,
             f"report_every={self.report_every} exceeds total_steps={self.total_steps}",
         )
-        need(is_pos(self.lr_ref), f"lr_ref is {self.lr_ref!r}, but must be a number > 0")
-        need(
-            is_pos(self.lr_span) and self.lr_span > 1,
+        check(_is_positive(self.lr_ref), f"lr_ref is {self.lr_ref!r}, but must be a number > 0")
+        check(
+            _is_positive(self.lr_span) and self.lr_span > 1,
             f"lr_span is {self.lr_span!r}, but must be a number > 1",
         )
         arms = tuple(self.arms)
-        need(len(arms) > 0, "arms is empty, but a comparison needs at least one arm")
+        check(len(arms) > 0, "arms is empty, but a comparison needs at least one arm")
         bad = [a for a in arms if a not in ARM_NAMES]
-        need(not bad, f"unknown arm(s) {bad}; valid arms: {list(ARM_NAMES)}")
-        need(len(set(arms)) == len(arms), f"arms {list(arms)} name an arm twice")
+        check(not bad, f"unknown arm(s) {bad}; valid arms: {list(ARM_NAMES)}")
+        check(len(set(arms)) == len(arms), f"arms {list(arms)} name an arm twice")
         object.__setattr__(self, "arms", arms)
-        starts = tuple(float(s) if is_pos(s) else s for s in self.adalrs_starts)
-        need(
-            len(starts) > 0 and all(is_pos(s) for s in starts),
+        starts = tuple(float(s) if _is_positive(s) else s for s in self.adalrs_starts)
+        check(
+            len(starts) > 0 and all(_is_positive(s) for s in starts),
             f"adalrs_starts is {self.adalrs_starts!r}, but must be one or more numbers > 0 "
             "(multiples of lr_ref)",
         )
-        need(
+        check(
             len({adalrs_label(s) for s in starts}) == len(starts),
             f"adalrs_starts {list(starts)} repeats a start",
         )
         object.__setattr__(self, "adalrs_starts", starts)
-        for key in ("adalrs", "hyperband", "asha", "pbt", "trial_config"):
+        for key in ("adalrs", "arm_settings", "trial_config"):
             v = getattr(self, key)
-            need(isinstance(v, Mapping), f"{key} is {v!r}, but must be a mapping")
+            check(isinstance(v, Mapping), f"{key} is {v!r}, but must be a mapping")
             object.__setattr__(self, key, dict(v))
+        object.__setattr__(self, "arm_settings", self._resolve_arm_settings(self.arm_settings))
+
+    def _resolve_arm_settings(self, given: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """Every registered arm's settings in this preset: the arm's own, then ``given``."""
+        bad = [a for a in given if a not in ARM_NAMES]
+        check(not bad, f"arm_settings names unknown arm(s) {bad}; valid arms: {list(ARM_NAMES)}")
+        check(
+            "adalrs" not in given,
+            "arm_settings must not hold 'adalrs': the AdaLRS arms come from adalrs_starts and "
+            "adalrs",
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for name, cls in ARMS.items():
+            if name == "adalrs":
+                continue
+            mine = given.get(name, {})
+            check(
+                isinstance(mine, Mapping),
+                f"arm_settings[{name!r}] is {mine!r}, but must be a mapping",
+            )
+            out[name] = {**cls.settings_for_preset(self.name), **mine}
+        for name, option in size_options().items():
+            value = out.get(name, {}).get(option.kwarg)
+            if value is not None:
+                check_int(option.name, value, 1)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        """``preset.<size option>`` (``grid_points``, ``pbt_trials``, ...): that arm's size here
+        (``None`` when the arm takes its own default)."""
+        for arm, option in size_options().items():
+            if option.name == name:
+                return self.arm_settings[arm].get(option.kwarg)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def lr_min(self) -> float:
@@ -146,19 +178,33 @@ class ComparePreset:
 
     def with_overrides(self, **changes: Any) -> ComparePreset:
         """A copy with ``changes`` (``None`` values are ignored; mappings are merged into the
-        preset's, e.g. ``adalrs={"window": 20}`` keeps the other AdaLRS settings)."""
+        preset's, e.g. ``adalrs={"window": 20}`` keeps the other AdaLRS settings, and
+        ``arm_settings`` arm by arm). An arm's size option name sets its size:
+        ``with_overrides(grid_points=3, pbt_trials=6)``."""
         fields = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - fields)
+        sizes = {option.name: (arm, option.kwarg) for arm, option in size_options().items()}
+        unknown = sorted(set(changes) - fields - set(sizes))
         if unknown:
-            raise ValueError(f"unknown preset field(s) {unknown}; fields: {sorted(fields)}")
+            raise ValueError(
+                f"unknown preset field(s) {unknown}; fields: {sorted(fields | set(sizes))}"
+            )
         merged: dict[str, Any] = {}
         for key, value in changes.items():
-            if value is None:
+            if value is None or key in sizes:
                 continue
             current = getattr(self, key)
-            if isinstance(current, Mapping) and isinstance(value, Mapping):
+            if key == "arm_settings" and isinstance(value, Mapping):  # merged arm by arm
+                value = {
+                    a: {**current.get(a, {}), **value.get(a, {})} for a in {**current, **value}
+                }
+            elif isinstance(current, Mapping) and isinstance(value, Mapping):
                 value = {**current, **value}
             merged[key] = value
+        for key, value in changes.items():
+            if key in sizes and value is not None:
+                arm, kwarg = sizes[key]
+                settings = merged.setdefault("arm_settings", dict(self.arm_settings))
+                settings[arm] = {**settings.get(arm, {}), kwarg: value}
         return dataclasses.replace(self, **merged)
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,14 +219,14 @@ def adalrs_label(start: float) -> str:
     return f"adalrs_x{start:g}"
 
 
-def build_arms(preset: ComparePreset, arms: Sequence[str] | None = None) -> list[Any]:
+def build_arms(preset: ComparePreset, arms: Sequence[str] | None = None) -> list[Arm]:
     """The :mod:`search_algos` arms of ``preset`` (``arms``: names, default ``preset.arms``).
 
-    Every arm searches ``[preset.lr_min, preset.lr_max]``; ``adalrs`` becomes one arm per
-    ``adalrs_starts`` entry. Raises ``ValueError`` for an unknown or repeated name.
+    Every arm searches ``[preset.lr_min, preset.lr_max]`` with its ``preset.arm_settings``;
+    ``adalrs`` becomes one arm per ``adalrs_starts`` entry. The arms that sample their LRs
+    (``sampling == "log_uniform"``) are seeded by the trial config's ``seed`` unless their
+    settings give one. Raises ``ValueError`` for an unknown or repeated name.
     """
-    from search_algos import get_arm
-
     names = list(preset.arms if arms is None else arms)
     if not names:
         raise ValueError("arms is empty, but a comparison needs at least one arm")
@@ -190,9 +236,10 @@ def build_arms(preset: ComparePreset, arms: Sequence[str] | None = None) -> list
     if len(set(names)) != len(names):
         raise ValueError(f"arms {names} name an arm twice")
     lo, hi = preset.lr_min, preset.lr_max
-    out = []
+    seed = int(preset.trial_config.get("seed", 0) or 0)
+    out: list[Arm] = []
     for name in names:
-        if name == "adalrs":
+        if name == "adalrs":  # the subject of the comparison: one arm per starting LR
             for start in preset.adalrs_starts:
                 out.append(
                     get_arm(
@@ -204,12 +251,11 @@ def build_arms(preset: ComparePreset, arms: Sequence[str] | None = None) -> list
                         label=adalrs_label(start),
                     )
                 )
-        elif name == "grid":
-            out.append(get_arm("grid", lr_min=lo, lr_max=hi, num_trials=preset.grid_points))
-        else:
-            settings = dict(getattr(preset, name))
-            settings.setdefault("seed", int(preset.trial_config.get("seed", 0) or 0))
-            out.append(get_arm(name, lr_min=lo, lr_max=hi, **settings))
+            continue
+        settings = dict(preset.arm_settings.get(name, {}))
+        if ARMS[name].sampling == "log_uniform":
+            settings.setdefault("seed", seed)
+        out.append(get_arm(name, lr_min=lo, lr_max=hi, **settings))
     return out
 
 
@@ -244,10 +290,6 @@ def _tiny_lm(name: str, description: str, total_steps: int, report_every: int, w
             "end_ratio": 0.5,
             "ramp_steps": window // 2,
         },
-        grid_points=7,
-        hyperband={"num_trials": 8, "reduction_factor": 3},
-        asha={"num_trials": 8, "reduction_factor": 3, "grace_period": 2},
-        pbt={"num_trials": 4},
         trial_config={**_LM_TRIAL, "seq_len": 64},
         max_concurrent=4,
     )
@@ -280,10 +322,6 @@ PRESETS: dict[str, ComparePreset] = {
             lr_ref=3.16e-3,
             # setting F of docs/lm_task.md: window 100, search from 5% to 50% of the run, ramp = window
             adalrs={"window": 100, "start_ratio": 0.05, "end_ratio": 0.5},
-            grid_points=7,
-            hyperband={"num_trials": 8, "reduction_factor": 3},
-            asha={"num_trials": 8, "reduction_factor": 3, "grace_period": 2},
-            pbt={"num_trials": 4},
             trial_config={**_LM_TRIAL, "batch_size": 64, "schedule": "wsd", "eval_batches": 8},
             max_concurrent=2,
         ),
@@ -295,10 +333,6 @@ PRESETS: dict[str, ComparePreset] = {
             report_every=200,
             lr_ref=1e-3,
             adalrs={"window": 100},
-            grid_points=7,
-            hyperband={"num_trials": 8, "reduction_factor": 3},
-            asha={"num_trials": 8, "reduction_factor": 3, "grace_period": 2},
-            pbt={"num_trials": 4},
             trial_config={"lr_opt": 1e-3, "sim": {"noise": 0.02}},
             max_concurrent=8,
         ),
@@ -311,10 +345,6 @@ PRESETS: dict[str, ComparePreset] = {
             lr_ref=3e-3,
             adalrs={"window": 2},
             adalrs_starts=(0.1,),
-            grid_points=2,
-            hyperband={"num_trials": 2, "reduction_factor": 3},
-            asha={"num_trials": 2, "reduction_factor": 3},
-            pbt={"num_trials": 2},
             trial_config={**_LM_TRIAL, "seq_len": 32, "batch_size": 4, "eval_batches": 1},
             max_concurrent=4,
         ),
