@@ -11,6 +11,26 @@ whole algorithm can be read, tested and replayed without them.
 
 from __future__ import annotations
 
-from adalrs_ray.core.controller import EVENT_KINDS, Action, AdaLRS, AdaLRSConfig, Decision, replay
+from adalrs_ray.core.controller import (
+    EVENT_KINDS,
+    Action,
+    AdaLRS,
+    AdaLRSConfig,
+    Decision,
+    Trial,
+    replay,
+)
+from adalrs_ray.core.decisions import TrialVerdict, Verdict, judge_trial
 
-__all__ = ["EVENT_KINDS", "Action", "AdaLRS", "AdaLRSConfig", "Decision", "replay"]
+__all__ = [
+    "EVENT_KINDS",
+    "Action",
+    "AdaLRS",
+    "AdaLRSConfig",
+    "Decision",
+    "Trial",
+    "TrialVerdict",
+    "Verdict",
+    "judge_trial",
+    "replay",
+]
