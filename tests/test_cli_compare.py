@@ -171,6 +171,30 @@ def test_report_add_arms_errors(sim_run, tmp_path, capsys):
 
 
 @pytest.mark.ray
+def test_compare_random_search_against_the_grid(ray_cluster, tmp_path, capsys):
+    # random is not a default arm: --arms names it; 2 + 2 simulator trials of 2 reports
+    out = tmp_path / "random"
+    argv = ["compare", "--task", "sim", "--arms", "random,grid", "--steps", "2000"]
+    argv += ["--report-every", "1000", "--grid-points", "2", "--random-trials", "2"]
+    argv += ["--seed", "3", "--quiet", "--out", str(out)]
+    assert cli.main(argv) == 0
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert trials.groupby("arm").size().to_dict() == {"grid": 2, "random": 2}
+    results = pd.read_parquet(out / "results.parquet")
+    assert (results.groupby("trial_id")["steps_done"].sum() == 2000).all()  # full budget
+    preset = get_preset("sim").with_overrides(
+        total_steps=2000, report_every=1000, random_trials=2, trial_config={"seed": 3}
+    )
+    (arm,) = build_arms(preset, ["random"])
+    assert arm.seed == 3
+    drawn = sorted(results.loc[results["arm"] == "random", "lr0"].unique())
+    assert drawn == pytest.approx(sorted(arm.starting_lrs(2000, 1000)), rel=1e-12)
+    settings = json.loads((out / "compare_config.json").read_text())
+    assert settings["arms"] == ["random", "grid"]
+    assert "random" in capsys.readouterr().out  # the headline table
+
+
+@pytest.mark.ray
 @pytest.mark.slow
 def test_compare_tiny_lm(ray_cluster, tmp_path):
     out = tmp_path / "lm"
@@ -200,6 +224,8 @@ def test_compare_tiny_lm(ray_cluster, tmp_path):
         (["compare", "--adalrs-opt", "alpha=0.5"], "alpha"),
         (["compare", "--window", "500"], "window"),
         (["compare", "--max-concurrent", "0"], "max_concurrent is 0"),
+        (["compare", "--random-trials", "0"], "random_trials is 0"),
+        (["compare", "--grid-points", "0"], "grid_points is 0"),
         (["report", "/nonexistent/dir"], "does not exist"),
     ],
 )
@@ -278,3 +304,27 @@ def test_train_trial_cpus_cap_trials_and_fit_their_workers(cpus, max_concurrent,
     assert (max_concurrent + 1) * driver > cpus  # Tune cannot admit one trial more
     # the admitted trials' processes and all their workers fit in the cluster
     assert max_concurrent * (driver + workers * per_worker) <= cpus * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_sizes_the_random_arm_and_seeds_it(name):
+    preset = get_preset(name)
+    assert "random" not in preset.arms  # not a default arm
+    (arm,) = build_arms(preset, ["random"])
+    assert arm.num_trials == preset.random_trials == (2 if name == "smoke" else 7)
+    assert (arm.lr_min, arm.lr_max) == (preset.lr_min, preset.lr_max)
+    (seeded,) = build_arms(preset.with_overrides(trial_config={"seed": 5}), ["random"])
+    assert seeded.seed == 5 and seeded.starting_lrs(10, 1) != arm.starting_lrs(10, 1)
+
+
+def test_size_options_reach_the_preset():
+    from adalrs_ray.cli import build_parser
+    from adalrs_ray.cli.compare import preset_from_args
+
+    args = build_parser().parse_args(
+        ["compare", "--random-trials", "3", "--pbt-trials", "6", "--arms", "random,pbt"]
+    )
+    preset = preset_from_args(args)
+    assert (preset.random_trials, preset.pbt_trials, preset.grid_points) == (3, 6, 7)
+    assert preset.arm_settings["pbt"] == {"num_trials": 6}
+    assert [a.num_trials for a in build_arms(preset)] == [3, 6]
