@@ -14,34 +14,31 @@ the CLI.
 
 from __future__ import annotations
 
-from adalrs_ray.comparison.accounting import (
-    EXTRA_COLUMNS,
-    RESULT_COLUMNS,
-    STATUSES,
-    ComputeAccount,
-    backtracked_steps,
-)
-from adalrs_ray.comparison.logs import (
-    ComparisonLog,
-    compute_frame,
-    find_log_dir,
-    load_comparison,
-    results_frame,
-)
-from adalrs_ray.comparison.reporter import TuneReporter
-from adalrs_ray.comparison.scheduler import AdaLRSComparison
+import importlib
+from typing import Any
 
-__all__ = [
-    "EXTRA_COLUMNS",
-    "RESULT_COLUMNS",
-    "STATUSES",
-    "AdaLRSComparison",
-    "ComparisonLog",
-    "ComputeAccount",
-    "TuneReporter",
-    "backtracked_steps",
-    "compute_frame",
-    "find_log_dir",
-    "load_comparison",
-    "results_frame",
-]
+# name -> module that defines it, imported on first access (PEP 562): a trainable that imports
+# the reporter does not import the scheduler, ray.tune's schedulers or the arms.
+_LAZY = {
+    "EXTRA_COLUMNS": "adalrs_ray.comparison.accounting",
+    "RESULT_COLUMNS": "adalrs_ray.comparison.accounting",
+    "STATUSES": "adalrs_ray.comparison.accounting",
+    "ComputeAccount": "adalrs_ray.comparison.accounting",
+    "backtracked_steps": "adalrs_ray.comparison.accounting",
+    "ComparisonLog": "adalrs_ray.comparison.logs",
+    "compute_frame": "adalrs_ray.comparison.logs",
+    "find_log_dir": "adalrs_ray.comparison.logs",
+    "load_comparison": "adalrs_ray.comparison.logs",
+    "results_frame": "adalrs_ray.comparison.logs",
+    "TuneReporter": "adalrs_ray.comparison.reporter",
+    "AdaLRSComparison": "adalrs_ray.comparison.scheduler",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'adalrs_ray.comparison' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -32,7 +32,8 @@ Resources: a Tune trial reserves 1 CPU by default; give comparison trials a frac
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from train_loops.trainables.lm import lm_config_from_trial, lm_trainable
@@ -40,6 +41,7 @@ from train_loops.trainables.synthetic import check_synthetic_config, synthetic_t
 
 __all__ = [
     "TRAINABLES",
+    "TrainableRegistry",
     "check_synthetic_config",
     "get_trainable",
     "lm_config_from_trial",
@@ -50,19 +52,46 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------- registry
-def _lm_torchtrainer_trainable(config: dict[str, Any]) -> None:
-    """:func:`train_loops.trainables.lm_torchtrainer.lm_torchtrainer_trainable` (several Ray Train
-    workers per trial), imported when a trial runs: importing this module stays light."""
-    from train_loops.trainables.lm_torchtrainer import lm_torchtrainer_trainable
+class TrainableRegistry(MutableMapping):
+    """Name -> Tune function trainable. An entry is a callable, or ``"module:attribute"``
+    imported on first lookup (and then cached), so that the registry stays light to import
+    (``ray.train`` is imported only when a trial that needs it runs). Membership tests and
+    iteration never import anything."""
 
-    lm_torchtrainer_trainable(config)
+    def __init__(self, entries: Mapping[str, Callable[[dict[str, Any]], None] | str]) -> None:
+        self._entries: dict[str, Callable[[dict[str, Any]], None] | str] = dict(entries)
+
+    def __getitem__(self, name: str) -> Callable[[dict[str, Any]], None]:
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            module, attribute = entry.split(":")
+            entry = getattr(importlib.import_module(module), attribute)
+            self._entries[name] = entry
+        return entry
+
+    def __setitem__(self, name: str, fn: Callable[[dict[str, Any]], None] | str) -> None:
+        self._entries[name] = fn
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
-TRAINABLES: dict[str, Callable[[dict[str, Any]], None]] = {
-    "synthetic": synthetic_trainable,
-    "lm": lm_trainable,
-    "lm_torchtrainer": _lm_torchtrainer_trainable,
-}
+TRAINABLES = TrainableRegistry(
+    {
+        "synthetic": synthetic_trainable,
+        "lm": lm_trainable,
+        "lm_torchtrainer": "train_loops.trainables.lm_torchtrainer:lm_torchtrainer_trainable",
+    }
+)
 
 
 def register_trainable(name: str, fn: Callable[[dict[str, Any]], None]) -> None:
