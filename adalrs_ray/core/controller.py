@@ -45,6 +45,7 @@ from adalrs_ray.core.checks import (
     is_number,
 )
 from adalrs_ray.core.decisions import (
+    TrialVerdict,
     Verdict,
     clamp_scale,
     decay_exponent,
@@ -663,27 +664,32 @@ class AdaLRS:
         if decayed and trial_fits and alpha_eff > 1.0:
             return self._start_trial(step, v, prev_v, alpha_eff, emitted)
         if loss_rose_twice(v, prev_v):
-            before = self._scale
-            restore = c.snapshot_policy == "windows" and self._snapshot_step is not None
-            self._scale = self._downscale(step, before)
-            self._adjustments += 1
-            self._event(
-                emitted,
-                step,
-                "boundary_downscale",
-                before,
-                v=v,
-                v_prev=prev_v,
-                restored=restore,
-                restore_step=self._snapshot_step if restore else None,
-            )
-            self._reset_history()
-            return Action.RESTORE if restore else Action.CONTINUE
+            return self._boundary_downscale(step, v, prev_v, emitted)
         if not decayed:  # (decayed: no trial fits before the search ends, or alpha' == 1)
             self._theta = relaxed_theta(self._theta, c.theta_relax)
         if v > 0 and c.snapshot_policy == "windows":
             return Action.SNAPSHOT
         return action
+
+    def _boundary_downscale(self, step: int, v: float, prev_v: float, emitted: list) -> Action:
+        """The loss rose in two windows: downscale, and restore the last good snapshot (policy
+        ``windows``)."""
+        before = self._scale
+        restore = self.config.snapshot_policy == "windows" and self._snapshot_step is not None
+        self._scale = self._downscale(step, before)
+        self._adjustments += 1
+        self._event(
+            emitted,
+            step,
+            "boundary_downscale",
+            before,
+            v=v,
+            v_prev=prev_v,
+            restored=restore,
+            restore_step=self._snapshot_step if restore else None,
+        )
+        self._reset_history()
+        return Action.RESTORE if restore else Action.CONTINUE
 
     def _start_trial(self, step, v, prev_v, alpha_eff, emitted) -> Action:
         s0 = self._scale
@@ -748,9 +754,7 @@ class AdaLRS:
         self._trial.validated_scale = self._scale
 
     def _on_validate(self, step: int, loss: float, emitted: list) -> Action:
-        """Collect k validation losses; then judge the trial (decisions.judge_trial) and apply."""
-        c = self.config
-        tr = self._trial
+        """Collect k validation losses, then judge the trial and apply the verdict."""
         if not math.isfinite(loss):
             return self._fail_trial(step, emitted, reason="nonfinite_loss", loss=str(loss))
         self._val.add(step, loss)
@@ -758,6 +762,17 @@ class AdaLRS:
         self._val_ys.append(loss)
         if self._val.n < self._k:
             return Action.CONTINUE
+        j = self._judge()
+        info = _verdict_fields(j, self._trial)
+        if j.verdict is Verdict.BACKTRACK:
+            return self._fail_trial(step, emitted, reason=j.backtrack_reason, **info)
+        if j.verdict is Verdict.KEEP:
+            return self._keep_trial(step, emitted, info)
+        return self._drop_trial(step, emitted, info)
+
+    def _judge(self) -> TrialVerdict:
+        """The verdict on the trial from the validation window and H (decisions.judge_trial)."""
+        c = self.config
         v_new, se_new = self._val.velocity()
         windows = reference_windows(
             list(self._hist_x),
@@ -766,46 +781,41 @@ class AdaLRS:
             c.stride,
             exclude_trigger=c.reference_excludes_trigger,
         )
-        j = judge_trial(
+        return judge_trial(
             v_new,
             se_new,
             self._val.mean,
             windows,
-            tr.loss_before,
+            self._trial.loss_before,
             comparable_rtol=c.comparable_rtol,
             error_bound=c.error_bound,
             error_factor=c.error_factor,
             error_floor=c.error_floor,
             regress_guard=c.regress_guard,
         )
-        info = {
-            "v_new": j.v_new,
-            "v_ref": j.v_ref,
-            "l_new": j.l_new,
-            "l_ref": j.l_ref,
-            "l_before": tr.loss_before,
-            "trial_start": tr.start_step,
-            "early_stop": tr.early_stop,
-            "regressed": j.regressed,
-            "e": j.e,
-            "corner_case": j.corner_case,
-        }
-        if j.verdict is Verdict.BACKTRACK:
-            return self._fail_trial(step, emitted, reason=j.backtrack_reason, **info)
+
+    def _keep_trial(self, step: int, emitted: list, info: dict[str, Any]) -> Action:
+        """Upscale validated: keep the validated scale; H and theta start afresh."""
+        tr = self._trial
         self._trial = None
         self._phase = "search"
-        if j.verdict is Verdict.KEEP:
-            self._scale = tr.validated_scale
-            self._adjustments += 1
-            self._event(emitted, step, "keep", tr.base_scale, **info)
-            self._reset_history()
-        else:
-            self._scale = tr.base_scale
-            self._theta = eager_theta(self._theta)
-            self._win.reset()
-            self._win_x.clear()
-            self._win_y.clear()
-            self._event(emitted, step, "inconclusive", tr.base_scale, theta=self._theta, **info)
+        self._scale = tr.validated_scale
+        self._adjustments += 1
+        self._event(emitted, step, "keep", tr.base_scale, **info)
+        self._reset_history()
+        return Action.CONTINUE
+
+    def _drop_trial(self, step: int, emitted: list, info: dict[str, Any]) -> Action:
+        """Inconclusive: back to the pre-trial scale (model and H kept), theta more eager."""
+        tr = self._trial
+        self._trial = None
+        self._phase = "search"
+        self._scale = tr.base_scale
+        self._theta = eager_theta(self._theta)
+        self._win.reset()
+        self._win_x.clear()
+        self._win_y.clear()
+        self._event(emitted, step, "inconclusive", tr.base_scale, theta=self._theta, **info)
         return Action.CONTINUE
 
     def _fail_trial(self, step: int, emitted: list, reason: str, **info: Any) -> Action:
@@ -917,6 +927,22 @@ class AdaLRS:
             raise ValueError("AdaLRS state_dict is corrupt: x and y lists differ in length")
         if self.in_trial and self._trial is None:
             raise ValueError(f"AdaLRS state_dict is corrupt: phase {self._phase} without a trial")
+
+
+def _verdict_fields(j: TrialVerdict, trial: Trial) -> dict[str, Any]:
+    """The numbers a keep/backtrack/inconclusive event records (in this order)."""
+    return {
+        "v_new": j.v_new,
+        "v_ref": j.v_ref,
+        "l_new": j.l_new,
+        "l_ref": j.l_ref,
+        "l_before": trial.loss_before,
+        "trial_start": trial.start_step,
+        "early_stop": trial.early_stop,
+        "regressed": j.regressed,
+        "e": j.e,
+        "corner_case": j.corner_case,
+    }
 
 
 def replay(config: AdaLRSConfig, losses: Iterable[float], start_step: int = 0) -> AdaLRS:
