@@ -299,13 +299,27 @@ def run_compare(
     keep_checkpoints: bool = False,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Run the comparison described by ``preset`` and write its report into ``out``.
+    """Run the comparison described by ``preset`` in one ``tune.Tuner`` and write its report
+    into ``out`` (the Tune experiment under ``out/tune``, the resolved settings in
+    ``out/compare_config.json``).
+
+    Args:
+        preset: the arms, budgets and trial config (:func:`resolve_preset`).
+        out: the output directory; it must not hold an earlier run's ``tune/``.
+        workers: training workers per trial: 1 trains inside the Tune trial, N > 1 runs a Ray
+            Train ``TorchTrainer`` of N workers per trial (lm task only).
+        address: Ray cluster to join; ``None`` starts a local Ray (an initialised Ray is used
+            as is).
+        cpus: CPUs of the local Ray it starts (default: all).
+        progress_every, progress: seconds between progress lines on stderr; ``False``: none.
+        keep_checkpoints: keep the trial checkpoints (removed at the end by default).
+        command: the command line recorded in the settings and the report.
 
     Returns ``{"paths": write_report's paths, "summary": per-arm summary DataFrame,
     "compute": the scheduler's compute per arm (``AdaLRSComparison.compute_table()``),
     "errors": [str], "unfinished": number of trials that did not finish (an interrupted run:
-    Ctrl-C stops Tune, the report covers what ran), "wall_s": float}``. Raises ``ValueError`` for bad settings (before any
-    trial starts) and when the run produced no result to report.
+    Ctrl-C stops Tune, the report covers what ran), "wall_s": float}``. Raises ``ValueError``
+    for bad settings (before any trial starts) and when the run produced no result to report.
     """
     if not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"--workers is {workers!r}, but must be an integer >= 1")
