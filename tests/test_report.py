@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from adalrs_ray import report
+from adalrs_ray.cli import main as cli_main
 from adalrs_ray.report import (
     REQUIRED_COLUMNS,
     build_report_from_dir,
@@ -416,9 +419,9 @@ def test_report_builds_when_every_val_loss_is_nan(table, tmp_path):
 
 
 def test_cli_rebuilds_and_reports_errors(written, tmp_path):
-    assert report.main([str(written[0]), "--out", str(tmp_path / "o")]) == 0
+    assert cli_main(["report", str(written[0]), "--out", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "report.html").is_file()
-    assert report.main([str(tmp_path / "empty")]) == 2
+    assert cli_main(["report", str(tmp_path / "empty")]) == 2
 
 
 def test_scale_path_jumps_at_events_and_breaks_at_rewinds(table):
@@ -519,3 +522,39 @@ def test_merge_arms_refuses_a_trial_id_of_both_tables(table):
     other = table[table["arm"] == "asha"].assign(arm="asha2")
     with pytest.raises(ValueError, match=r"trial id\(s\) \['s1', 's2'\] of run b"):
         report.merge_arms(table, (other, ["asha2"], "run b"))
+
+
+# ----------------------------------------------------------------------------- the package
+@pytest.mark.parametrize("module", ["adalrs_ray.report.contract", "adalrs_ray.report"])
+def test_importing_the_contract_or_the_package_does_not_import_pandas(module):
+    code = f"import {module}, sys; assert 'pandas' not in sys.modules, 'pandas imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_every_public_name_loads_lazily():
+    for name in report.__all__:
+        assert getattr(report, name) is not None, name
+    assert set(report.__all__) <= set(dir(report))
+    with pytest.raises(AttributeError, match="no attribute 'main'"):
+        report.main  # noqa: B018  (the CLI is `adalrs-ray report`)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"thresholds": None}, r"thresholds is None, but must be a sequence of numbers"),
+        ({"thresholds": ("0.01",)}, r"thresholds\[0\] is '0.01', but must be a number"),
+        ({"baseline_steps": True}, r"baseline_steps is True, but must be None or a finite number"),
+        ({"grid_best_lr": "1e-3"}, r"grid_best_lr is '1e-3', but must be None or a finite number"),
+    ],
+)
+def test_options_must_be_numbers(table, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        summarize(table, **kwargs)
+
+
+def test_numpy_numbers_are_numbers(table):
+    plain = summarize(table, baseline_steps=200, thresholds=(0.01, 0.05))
+    numpy = summarize(table, baseline_steps=np.int64(200), thresholds=np.array([0.01, 0.05]))
+    pd.testing.assert_frame_equal(plain, numpy)
