@@ -31,7 +31,6 @@ import dataclasses
 import json
 import logging
 import math
-import random
 import shutil
 import time
 import warnings
@@ -44,13 +43,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from adalrs_ray.core.compute import ComputeCounter
+from adalrs_ray.core.stats import nanmean
+from adalrs_ray.torch_binding.rng import get_rng_state, set_rng_state
 from train_loops import data as lmdata
 from train_loops import model as lmmodel
 
 logger = logging.getLogger(__name__)
 
 SCHEDULES = ("constant", "cosine", "wsd")
-STATE_VERSION = 1
+# 2: the RNG states in the format of adalrs_ray.torch_binding.rng (version 1 is still read)
+STATE_VERSION = 2
 METRIC_COLUMNS = (
     "step",
     "lr",
@@ -294,29 +297,19 @@ def _base_schedule(cfg: LMConfig, optimizer: torch.optim.Optimizer) -> Any:
     return get_base_schedule(cfg.schedule, optimizer, cfg.steps, warmup_steps=cfg.warmup_steps)
 
 
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    np_state = np.random.get_state()
+def _rng_state_v1(old: dict[str, Any]) -> dict[str, Any]:
+    """The ``rng`` entry of a version-1 checkpoint (this module's own format until version 2) in
+    the format of :mod:`adalrs_ray.torch_binding.rng`, so old checkpoints still resume."""
+    version, internal, gauss_next = old["python"]
+    name, keys, pos, has_gauss, cached = old["numpy"]
     state = {
-        "python": random.getstate(),
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-        "torch": torch.get_rng_state(),
-        "device_type": device.type,
-        "device": None,
+        "torch": old["torch"],
+        "python": (version, torch.tensor(internal, dtype=torch.int64), gauss_next),
+        "numpy": (name, torch.tensor(keys, dtype=torch.int64), int(pos), int(has_gauss), cached),
     }
-    if device.type != "cpu":
-        mod = getattr(torch, device.type, None)
-        if mod is not None and hasattr(mod, "get_rng_state"):
-            state["device"] = mod.get_rng_state()
+    if old.get("device") is not None:  # the state of the current device only
+        state["accelerator"] = (old["device_type"], [old["device"]])
     return state
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    random.setstate(state["python"])
-    np_state = state["numpy"]
-    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
-    torch.set_rng_state(state["torch"])
-    if state.get("device") is not None and state.get("device_type") == device.type:
-        getattr(torch, device.type).set_rng_state(state["device"])
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -332,11 +325,6 @@ def find_checkpoint(path: str | Path) -> Path:
             "nor a run directory with checkpoints/step-*"
         )
     return ckpts[-1]
-
-
-def _nanmean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return float(sum(finite) / len(finite)) if finite else float("nan")
 
 
 class LMTrainer:
@@ -443,6 +431,7 @@ class LMTrainer:
         self.metrics: dict[str, list[Any]] = {c: [] for c in METRIC_COLUMNS}
         self.evals: list[dict[str, Any]] = []
         self._acc = self._new_acc()
+        self._compute = ComputeCounter(self.hooks.world_size)  # steps, tokens since the report
         self._loop_snapshot: dict[str, Any] | None = None
         self._last_eval: tuple[int, float] | None = None
         self._last_ckpt_step: int | None = None
@@ -511,7 +500,7 @@ class LMTrainer:
 
     @staticmethod
     def _new_acc() -> dict[str, Any]:
-        return {"losses": [], "steps": 0, "tokens": 0, "wall_s": 0.0, "events": []}
+        return {"losses": [], "wall_s": 0.0, "events": []}
 
     # ------------------------------------------------------------------ helpers
     def _scale(self) -> float:
@@ -574,7 +563,8 @@ class LMTrainer:
         cfg, hooks = self.cfg, self.hooks
         report_every = cfg.resolved_report_every
         self.model.train()
-        session_t0 = self._acc_t0 = time.perf_counter()
+        session_t0 = time.perf_counter()
+        self._compute.restart_clock(session_t0)
         session_steps = 0
         self.status = "running"
         while self.step < cfg.steps:
@@ -614,8 +604,7 @@ class LMTrainer:
             session_steps += 1
             self._record(t, lr, scale, loss_value, grad_norm, action, events)
             self._acc["losses"].append(loss_value)
-            self._acc["steps"] += 1
-            self._acc["tokens"] += self.tokens_per_step
+            self._compute.count(1, self.tokens_per_step)
             self._acc["wall_s"] += dt
             self._acc["events"].extend(events)
 
@@ -657,7 +646,7 @@ class LMTrainer:
                     grad_norm,
                     f" events {[e['kind'] for e in events]}" if events else "",
                 )
-            if self._acc["steps"] >= report_every:
+            if self._compute.steps >= report_every:
                 self._report(t, save=hooks.checkpoint_on_report)
             elif cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
@@ -672,7 +661,7 @@ class LMTrainer:
             final_ckpt = self.save_checkpoint()  # the state as of the last step, before reports
         # a stopped run (Tune STOP/PAUSE, should_stop) does not report its partial window: the
         # steps since the last report are reported by the run that resumes from final_ckpt
-        if self.status != "stopped" and self._acc["steps"]:
+        if self.status != "stopped" and self._compute.steps:
             self._report(self.metrics["step"][-1], save=False, checkpoint=final_ckpt)
         return self._finish(session_steps, session_wall)
 
@@ -736,19 +725,17 @@ class LMTrainer:
         val = self._validate(t)
         metrics = {
             "step": t,
-            "loss": _nanmean(acc["losses"]),
+            "loss": nanmean(acc["losses"]),
             "val_loss": val,
             "lr": self.metrics["lr"][-1],
             "scale": self.metrics["scale"][-1],
-            "steps_done": acc["steps"],
-            "tokens_done": acc["tokens"],
-            # wall time since the previous report of this process (steps, evaluations,
-            # checkpoints), times the workers: the compute this report accounts for
-            "worker_s_done": (time.perf_counter() - self._acc_t0) * self.hooks.world_size,
+            # steps and tokens since the previous report; wall time since then in this process
+            # (steps, evaluations, checkpoints) times the workers: the compute this report
+            # accounts for
+            **self._compute.take(),
             "adalrs_events": json.dumps(acc["events"]),
         }
         self._acc = self._new_acc()
-        self._acc_t0 = time.perf_counter()
         due = self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0
         if checkpoint is None and (save or due):
             checkpoint = self.save_checkpoint()
@@ -770,7 +757,7 @@ class LMTrainer:
             "steps_per_s": session_steps / session_wall if session_wall > 0 else float("nan"),
             "final_lr": self.metrics["lr"][-1] if losses else float("nan"),
             "final_scale": self.metrics["scale"][-1] if losses else float("nan"),
-            "train_loss_running": _nanmean(tail),
+            "train_loss_running": nanmean(tail),
             "train_loss": final["train"]["loss"],
             "train_ppl": final["train"]["ppl"],
             "val_loss": final["validation"]["loss"],
@@ -840,10 +827,11 @@ class LMTrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "rng": _rng_state(self.device),
+            "rng": get_rng_state(self.device),
             "metrics": self.metrics,
             "evals": self.evals,
-            "report_acc": self._acc,
+            # the report window so far: losses, steps, tokens, wall_s, events
+            "report_acc": {**self._acc, **self._compute.state_dict()},
             "loop_snapshot": self._loop_snapshot,
             "last_eval": list(self._last_eval) if self._last_eval else None,
             "config": self.cfg.to_dict(),
@@ -888,10 +876,10 @@ class LMTrainer:
 
         ckpt = find_checkpoint(path)
         state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)
-        if state.get("version") != STATE_VERSION:
+        if state.get("version") not in (1, STATE_VERSION):
             raise ValueError(
                 f"checkpoint {str(ckpt)!r} has trainer state version {state.get('version')}, "
-                f"but this code reads version {STATE_VERSION}"
+                f"but this code reads versions 1 and {STATE_VERSION}"
             )
         if state["data_fingerprint"] != self.data.fingerprint:
             logger.warning(
@@ -903,7 +891,8 @@ class LMTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
-        _set_rng_state(state["rng"], self.device)
+        rng = _rng_state_v1(state["rng"]) if state["version"] == 1 else state["rng"]
+        set_rng_state(rng, self.device)
         self.step = int(state["step"])
         self.tokens = int(state["tokens"])
         self.steps_executed = int(state["steps_executed"])
@@ -911,7 +900,9 @@ class LMTrainer:
         self.nonfinite_streak = int(state["nonfinite_streak"])
         self.metrics = {c: list(state["metrics"][c]) for c in METRIC_COLUMNS}
         self.evals = list(state["evals"])
-        self._acc = state["report_acc"]
+        acc = state["report_acc"]
+        self._acc = {k: acc[k] for k in ("losses", "wall_s", "events")}
+        self._compute.load_state_dict(acc)
         self._loop_snapshot = state["loop_snapshot"]
         self._last_eval = tuple(state["last_eval"]) if state["last_eval"] else None
         self._last_ckpt_step = self.step

@@ -4,9 +4,11 @@ sums (docs/design.md, "Metrics a trial reports to Tune")."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
+
+from adalrs_ray.core.checks import check, is_number
+from adalrs_ray.core.compute import ComputeCounter
 
 __all__ = ["TuneReporter"]
 
@@ -27,30 +29,27 @@ class TuneReporter:
     """
 
     def __init__(self, *, tokens_per_step: float = 0.0, num_workers: int = 1) -> None:
-        if not (isinstance(tokens_per_step, (int, float)) and tokens_per_step >= 0):
-            raise ValueError(f"tokens_per_step is {tokens_per_step!r}, but must be a number >= 0")
-        if not (isinstance(num_workers, int) and num_workers >= 1):
-            raise ValueError(f"num_workers is {num_workers!r}, but must be an integer >= 1")
+        check(
+            is_number(tokens_per_step) and tokens_per_step >= 0,
+            f"tokens_per_step is {tokens_per_step!r}, but must be a number >= 0",
+        )
         self.tokens_per_step = float(tokens_per_step)
-        self.num_workers = num_workers
-        self._since = time.perf_counter()
-        self._steps = 0
-        self._tokens = 0.0
+        self._counter = ComputeCounter(num_workers)  # checks num_workers
+
+    @property
+    def num_workers(self) -> int:
+        return self._counter.num_workers
 
     def count(self, steps: int = 1, tokens: float | None = None) -> None:
         """Record ``steps`` optimizer steps (and their tokens) done since the last call."""
-        self._steps += steps
-        self._tokens += self.tokens_per_step * steps if tokens is None else float(tokens)
+        self._counter.count(
+            steps, self.tokens_per_step * steps if tokens is None else float(tokens)
+        )
 
     def increments(self) -> dict[str, float]:
         """The compute since the previous call, and restart the count."""
-        now = time.perf_counter()
-        out = {
-            "steps_done": self._steps,
-            "tokens_done": self._tokens,
-            "worker_s_done": (now - self._since) * self.num_workers,
-        }
-        self._since, self._steps, self._tokens = now, 0, 0.0
+        out = self._counter.take()
+        out["tokens_done"] = float(out["tokens_done"])  # 0.0, not 0, before any count
         return out
 
     def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None = None) -> None:

@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,9 @@ from typing import Any
 import torch
 from ray.train import UserCallback
 
+from adalrs_ray.core.compute import ComputeCounter
 from adalrs_ray.core.controller import Action, Decision
+from adalrs_ray.core.stats import nanmean
 from adalrs_ray.torch_binding.rng import get_rng_state, set_rng_state
 from adalrs_ray.torch_binding.snapshot import SnapshotMissingError, SnapshotStore
 
@@ -245,11 +245,6 @@ class LostSnapshotPolicy(UserCallback):
 # --------------------------------------------------------------------------- the context
 
 
-def _nanmean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else float("nan")
-
-
 class AdaLRSTrainContext:
     """Per-worker glue between an :class:`~adalrs_ray.torch_binding.AdaLRSScheduler` and Ray Train.
 
@@ -357,9 +352,7 @@ class AdaLRSTrainContext:
     def _new_interval(self) -> None:
         self._acc_losses: list[float] = []
         self._acc_events: list[dict[str, Any]] = []
-        self._acc_steps = 0
-        self._acc_tokens = 0.0
-        self._interval_t0 = time.perf_counter()
+        self._compute = ComputeCounter(self.world_size)
         self._last: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ per step
@@ -409,8 +402,7 @@ class AdaLRSTrainContext:
         self.last_loss = value
         self._acc_losses.append(value)
         self._acc_events.extend(decision.events)
-        self._acc_steps += 1
-        self._acc_tokens += tokens
+        self._compute.count(1, tokens)
         self._last = {"step": step, "lr": lr, "scale": scale}
         if (step + 1) % self.report_every == 0:
             self.report(checkpoint=None)
@@ -435,18 +427,16 @@ class AdaLRSTrainContext:
     # ------------------------------------------------------------------ reports
     def metrics(self) -> dict[str, Any]:
         """The metrics of the interval since the last report (docs/design.md keys)."""
-        tokens = _all_reduce_sum([self._acc_tokens], self.device, self._group)[0]
-        wall = time.perf_counter() - self._interval_t0
+        tokens = _all_reduce_sum([self._compute.tokens], self.device, self._group)[0]
         metrics = {
             "step": self._last.get("step", self.next_step - 1),
-            "loss": _nanmean(self._acc_losses),
+            "loss": nanmean(self._acc_losses),
             "lr": self._last.get("lr", float(self.optimizer.param_groups[0]["lr"])),
             "scale": self._last.get("scale", float(self.scheduler.scale)),
-            "steps_done": self._acc_steps,
-            "tokens_done": int(tokens),
-            "worker_s_done": wall * self.world_size,
+            **self._compute.increments(),
             "adalrs_events": json.dumps(self._acc_events),
         }
+        metrics["tokens_done"] = int(tokens)  # summed over the ranks
         if self._metrics_fn is not None:
             metrics.update(self._metrics_fn())
         return metrics
@@ -479,7 +469,7 @@ class AdaLRSTrainContext:
 
     def finish(self, checkpoint: bool = False, close: bool = True) -> None:
         """Report the steps since the last report (if any), then :meth:`close` the store."""
-        if self._acc_steps:
+        if self._compute.steps:
             self.report(checkpoint=checkpoint)
         if close:
             self.close()

@@ -8,13 +8,14 @@ Pure data (stdlib only). Every side of the contract imports it from here: the ar
 
 from __future__ import annotations
 
+# Compute a trial reports as increments since its previous report (the scheduler sums them).
+from adalrs_ray.core.compute import INCREMENT_KEYS as INCREMENT_KEYS
+
 #: Config keys every slot of the comparison carries (the trainable contract, docs/tune.md).
 SLOT_KEYS: tuple[str, ...] = ("arm", "lr", "total_steps", "report_every", "adalrs")
 #: The keys :class:`~adalrs_ray.comparison.AdaLRSComparison` fills per trial: the slot keys plus
 #: the slot index.
 TRIAL_KEYS: tuple[str, ...] = ("slot", *SLOT_KEYS)
-#: Compute a trial reports as increments since its previous report (the scheduler sums them).
-INCREMENT_KEYS: tuple[str, ...] = ("steps_done", "tokens_done", "worker_s_done")
 
 #: Columns of the tidy results table (docs/design.md), in canonical order.
 REQUIRED_COLUMNS: tuple[str, ...] = (
