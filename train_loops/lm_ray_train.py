@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from adalrs_ray.core.checks import check, check_choice, check_int, is_integer
 from adalrs_ray.ray_train import (
     SNAPSHOT_STORES,
     LostSnapshotPolicy,
@@ -146,11 +147,11 @@ def _auto_resources(workers: int, use_gpu: bool | None, cpus_per_worker: float |
         # the cluster has, so small machines get fractional workers instead of a hang
         cpus_per_worker = min(1.0, cpus / workers)
         cpus_per_worker = math.floor(cpus_per_worker * 100) / 100
-    if cpus_per_worker <= 0:
-        raise ValueError(
-            f"The value of `cpus_per_worker` is {cpus_per_worker!r}, but must be > 0 "
-            f"(cluster CPUs {total.get('CPU', 0)} for {workers} workers)"
-        )
+    check(
+        cpus_per_worker > 0,
+        f"cpus_per_worker is {cpus_per_worker!r}, but must be > 0 "
+        f"(cluster CPUs {total.get('CPU', 0)} for {workers} workers)",
+    )
     return use_gpu, cpus_per_worker
 
 
@@ -202,17 +203,17 @@ def run_lm_trainer(
 
     if isinstance(lm_config, dict):
         lm_config = LMConfig.from_dict(lm_config)
-    if not isinstance(lm_config, LMConfig):
-        raise ValueError(f"`lm_config` must be an LMConfig or dict; got {type(lm_config).__name__}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"The value of `workers` is {workers!r}, but must be an integer >= 1")
-    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < -1:
-        raise ValueError(f"The value of `max_failures` is {max_failures!r}, but must be >= -1")
-    if snapshot_store not in SNAPSHOT_STORES:
-        raise ValueError(
-            f"The value of `snapshot_store` is {snapshot_store!r}, but must be one of "
-            f"{SNAPSHOT_STORES}"
-        )
+    check(
+        isinstance(lm_config, LMConfig),
+        f"lm_config is a {type(lm_config).__name__}, but must be an LMConfig or a dict",
+    )
+    # (the CLI's tests match this message as it reads: the prefix is kept)
+    check(
+        is_integer(workers) and workers >= 1,
+        f"The value of `workers` is {workers!r}, but must be an integer >= 1",
+    )
+    check_int("max_failures", max_failures, -1)
+    check_choice("snapshot_store", snapshot_store, SNAPSHOT_STORES)
     policy = LostSnapshotPolicy(on_lost_snapshot)  # validates
 
     if lm_config.out_dir is not None:

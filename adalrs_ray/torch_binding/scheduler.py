@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
+from adalrs_ray.core.checks import check, is_number
 from adalrs_ray.core.controller import Action
 from adalrs_ray.torch_binding.rng import get_rng_state, set_rng_state
 from adalrs_ray.torch_binding.snapshot import (
@@ -62,6 +63,13 @@ _BACKTRACK_MODES = ("continue", "rewind")
 # (a functools.partial of a module-level function): the schedule needs no state but the step.
 
 
+def _check_min_lr_ratio(value: Any) -> None:
+    check(
+        is_number(value) and 0 <= value < 1,
+        f"The value of `min_lr_ratio` is {value!r}, but must be in [0, 1)",
+    )
+
+
 def _constant(optimizer: torch.optim.Optimizer, total_steps: int, *, warmup_steps: int = 0):
     from transformers import get_constant_schedule_with_warmup
 
@@ -80,7 +88,7 @@ def _cosine(
         get_cosine_with_min_lr_schedule_with_warmup,
     )
 
-    _check_ratio("min_lr_ratio", min_lr_ratio, lo_open=False, hi_open=True)
+    _check_min_lr_ratio(min_lr_ratio)
     if min_lr_ratio == 0.0:
         return get_cosine_schedule_with_warmup(
             optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps
@@ -103,8 +111,11 @@ def _wsd(
 ):
     from transformers import get_wsd_schedule
 
-    _check_ratio("decay_ratio", decay_ratio, lo_open=True, hi_open=False)
-    _check_ratio("min_lr_ratio", min_lr_ratio, lo_open=False, hi_open=True)
+    check(
+        is_number(decay_ratio) and 0 < decay_ratio <= 1,
+        f"The value of `decay_ratio` is {decay_ratio!r}, but must be in (0, 1]",
+    )
+    _check_min_lr_ratio(min_lr_ratio)
     decay_steps = max(1, round(decay_ratio * total_steps))
     if warmup_steps + decay_steps > total_steps:
         raise ValueError(
@@ -129,15 +140,6 @@ BASE_SCHEDULES: dict[str, Callable[..., LRScheduler]] = {
     "cosine": _cosine,
     "wsd": _wsd,
 }
-
-
-def _check_ratio(name: str, value: Any, *, lo_open: bool, hi_open: bool) -> None:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > 0 if lo_open else value >= 0) and (value < 1 if hi_open else value <= 1)
-    if not ok:
-        lo, hi = ("(" if lo_open else "["), (")" if hi_open else "]")
-        raise ValueError(f"The value of `{name}` is {value!r}, but must be in {lo}0, 1{hi}")
 
 
 def get_base_schedule(

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -42,6 +41,7 @@ from typing import Any
 from ray import tune
 from ray.train import UserCallback
 
+from adalrs_ray.core.checks import check, check_choice, check_int, check_number, is_number
 from adalrs_ray.ray_train import SNAPSHOT_STORES, LostSnapshotPolicy
 from train_loops.lm_ray_train import run_lm_worker
 from train_loops.trainables.lm import lm_config_from_trial
@@ -79,14 +79,6 @@ _POLL_S = 0.5
 PROGRESS_FILE = "adalrs_tune_progress.json"
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def check_train_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
     """Split and validate a trial config: ``(train settings, LMConfig)``.
 
@@ -113,49 +105,29 @@ def check_train_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
         "health_check_interval_s": config.get("health_check_interval_s"),
     }
 
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ValueError(f"{NAME}: {message}")
-
-    need(
-        _is_int(s["workers"]) and s["workers"] >= 1,
-        f"workers is {s['workers']!r}, but must be an integer >= 1",
-    )
-    need(
-        _is_num(s["cpus_per_worker"]) and s["cpus_per_worker"] > 0,
-        f"cpus_per_worker is {s['cpus_per_worker']!r}, but must be a number > 0",
-    )
-    need(
+    check_int("workers", s["workers"], 1)
+    check_number("cpus_per_worker", s["cpus_per_worker"], low=0)
+    check(
         s["use_gpu"] is None or isinstance(s["use_gpu"], bool),
         f"use_gpu is {s['use_gpu']!r}, but must be None (auto), True or False",
     )
     res = s["resources_per_worker"]
-    need(
+    check(
         isinstance(res, Mapping)
-        and all(isinstance(k, str) and _is_num(v) and v >= 0 for k, v in res.items())
+        and all(isinstance(k, str) and is_number(v) and v >= 0 for k, v in res.items())
         and not {"CPU", "GPU"} & set(res),
         f"resources_per_worker is {res!r}, but must map resource names other than CPU and GPU "
         "(set by cpus_per_worker and use_gpu) to numbers >= 0",
     )
-    need(
-        s["snapshot_store"] in SNAPSHOT_STORES,
-        f"snapshot_store is {s['snapshot_store']!r}, but must be one of {SNAPSHOT_STORES}",
-    )
-    need(
-        _is_int(s["max_failures"]) and s["max_failures"] >= 0,
-        f"max_failures is {s['max_failures']!r}, but must be an integer >= 0",
-    )
+    check_choice("snapshot_store", s["snapshot_store"], SNAPSHOT_STORES)
+    check_int("max_failures", s["max_failures"], 0)
     LostSnapshotPolicy(s["on_lost_snapshot"])  # validates
-    need(
+    check(
         s["train_storage_path"] is None
         or (isinstance(s["train_storage_path"], str) and s["train_storage_path"]),
         f"train_storage_path is {s['train_storage_path']!r}, but must be None or a path/URI",
     )
-    hc = s["health_check_interval_s"]
-    need(
-        hc is None or (_is_num(hc) and hc > 0),
-        f"health_check_interval_s is {hc!r}, but must be None or a number of seconds > 0",
-    )
+    check_number("health_check_interval_s", s["health_check_interval_s"], low=0, optional=True)
     rest = {k: v for k, v in config.items() if k not in TRAIN_KEYS}
     try:
         lm = lm_config_from_trial(rest, out_dir=None)
@@ -435,8 +407,10 @@ class TrainPlacementGroupReaper(tune.Callback):
     """
 
     def __init__(self, grace_s: float = 5.0) -> None:
-        if not (_is_num(grace_s) and grace_s >= 0):
-            raise ValueError(f"grace_s is {grace_s!r}, but must be a number of seconds >= 0")
+        check(
+            is_number(grace_s) and grace_s >= 0,
+            f"grace_s is {grace_s!r}, but must be a number of seconds >= 0",
+        )
         self.grace_s = float(grace_s)
         self._current: dict[str, str] = {}  # trial_id -> its current group
         self._stale: dict[str, float] = {}  # group -> monotonic time it went stale

@@ -10,10 +10,17 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from adalrs_ray.comparison.reporter import TuneReporter
+from adalrs_ray.core.checks import (
+    check,
+    check_choice,
+    check_int,
+    check_number,
+    is_integer,
+)
 from adalrs_ray.core.controller import Action, AdaLRS, AdaLRSConfig
 from adalrs_ray.report.contract import TRIAL_KEYS
 
@@ -25,11 +32,14 @@ STATE_FILE = "synthetic_state.json"
 STATE_VERSION = 1
 
 
-def _base_lr(schedule: str, lr: float, step: int, total: int, min_ratio: float) -> float:
-    if schedule == "cosine":
-        frac = min(step, total) / total
-        return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
-    return lr
+def _schedule(name: str, total: int, min_lr_ratio: float) -> Callable[[int], float] | None:
+    """The base schedule's ``step -> factor`` (the torch binding's, transformers' lambdas), or
+    None for a constant LR (also cosine down to ``min_lr_ratio`` = 1): no torch import then."""
+    if name == "cosine" and min_lr_ratio < 1:
+        from adalrs_ray.torch_binding.scheduler import base_schedule_lambda
+
+        return base_schedule_lambda("cosine", total, min_lr_ratio=min_lr_ratio)
+    return None
 
 
 def _get(config: Mapping[str, Any], key: str, default: Any) -> Any:
@@ -53,11 +63,11 @@ def check_synthetic_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The synthetic trainable's settings from a trial config, validated (``ValueError`` naming
     the key, the value and the rule). Call it before Ray starts to fail early."""
     unknown = sorted(k for k in config if k not in _SYNTHETIC_KEYS and k not in TRIAL_KEYS)
-    if unknown:
-        raise ValueError(
-            f"synthetic_trainable: unknown config keys {unknown}; it reads the comparison keys "
-            f"{list(TRIAL_KEYS)} and {list(_SYNTHETIC_KEYS)}"
-        )
+    check(
+        not unknown,
+        f"synthetic_trainable: unknown config keys {unknown}; it reads the comparison keys "
+        f"{list(TRIAL_KEYS)} and {list(_SYNTHETIC_KEYS)}",
+    )
     c = {
         "lr": config.get("lr"),
         "total_steps": config.get("total_steps"),
@@ -73,50 +83,28 @@ def check_synthetic_config(config: Mapping[str, Any]) -> dict[str, Any]:
         "checkpoint_every": _get(config, "checkpoint_every", 1),
     }
 
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise ValueError(f"synthetic_trainable: {message}")
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def is_num(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-    need(is_num(c["lr"]) and c["lr"] > 0, f"lr is {c['lr']!r}, but must be a number > 0")
+    check_number("lr", c["lr"], low=0)
     for key in ("total_steps", "report_every"):
-        need(is_int(c[key]) and c[key] >= 1, f"{key} is {c[key]!r}, but must be an integer >= 1")
-    need(
+        check_int(key, c[key], 1)
+    check(
         c["report_every"] <= c["total_steps"],
         f"report_every={c['report_every']} exceeds total_steps={c['total_steps']}",
     )
-    need(
+    check(
         c["adalrs"] is None or isinstance(c["adalrs"], Mapping),
         f"adalrs is {c['adalrs']!r}, but must be None or a mapping of AdaLRSConfig arguments",
     )
-    need(isinstance(c["sim"], Mapping), f"sim is {c['sim']!r}, but must be a mapping")
-    need(
-        c["schedule"] in ("constant", "cosine"),
-        f"schedule is {c['schedule']!r}, but must be 'constant' or 'cosine'",
-    )
-    need(
-        is_num(c["min_lr_ratio"]) and 0 <= c["min_lr_ratio"] <= 1,
-        f"min_lr_ratio is {c['min_lr_ratio']!r}, but must be in [0, 1]",
-    )
-    need(
-        is_num(c["tokens_per_step"]) and c["tokens_per_step"] >= 0,
-        f"tokens_per_step is {c['tokens_per_step']!r}, but must be a number >= 0",
-    )
-    need(
-        is_num(c["seconds_per_step"]) and c["seconds_per_step"] >= 0,
-        f"seconds_per_step is {c['seconds_per_step']!r}, but must be a number >= 0",
-    )
-    need(
-        is_int(c["checkpoint_every"]) and c["checkpoint_every"] >= 0,
+    check(isinstance(c["sim"], Mapping), f"sim is {c['sim']!r}, but must be a mapping")
+    check_choice("schedule", c["schedule"], ("constant", "cosine"))
+    check_number("min_lr_ratio", c["min_lr_ratio"], low=0, high=1, strict=False)
+    check_number("tokens_per_step", c["tokens_per_step"], low=0, strict=False)
+    check_number("seconds_per_step", c["seconds_per_step"], low=0, strict=False)
+    check(
+        is_integer(c["checkpoint_every"]) and c["checkpoint_every"] >= 0,
         f"checkpoint_every is {c['checkpoint_every']!r}, but must be an integer >= 0 "
         "(reports between checkpoints; 0: never)",
     )
-    need(is_int(c["seed"]), f"seed is {c['seed']!r}, but must be an integer")
+    check(is_integer(c["seed"]), f"seed is {c['seed']!r}, but must be an integer")
     return c
 
 
@@ -147,6 +135,7 @@ def synthetic_trainable(config: dict[str, Any]) -> None:
     step = 0
     snapshot: dict[str, Any] | None = None
     reporter = TuneReporter(tokens_per_step=c["tokens_per_step"])
+    base = _schedule(c["schedule"], total, c["min_lr_ratio"])
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -173,7 +162,7 @@ def synthetic_trainable(config: dict[str, Any]) -> None:
     lr = scale = math.nan
     while step < total:
         scale = ctl.scale if ctl is not None else 1.0
-        lr = _base_lr(c["schedule"], c["lr"], step, total, c["min_lr_ratio"]) * scale
+        lr = (c["lr"] if base is None else c["lr"] * base(step)) * scale
         loss = sim.step(lr)
         losses.append(loss)
         if ctl is not None:
