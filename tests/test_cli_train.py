@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from adalrs_ray.cli import main
-from adalrs_ray.cli import train as cli_train
+from adalrs_ray.experiments import sweep as cli_train
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,9 @@
 ``metrics.parquet``, ``summary.json`` and checkpoints to ``--out``.
 
 ``sweep`` is the pilot study behind Hypothesis 1 of Dong et al. (arXiv 2506.13274, Sec. 3): a grid
-of constant learning rates over a log range; for each LR the final training loss and the
-loss-descent velocity V (how fast the loss falls per step) *at matched loss levels*, so that LRs
-are compared where their models are equally trained. The paper's claim is that L(eta) and
-V(eta) are near-convex in eta and share one optimum; the sweep writes a table
-(``sweep.parquet``, ``sweep.md``) and a plot (``sweep.png``) that show whether they do.
-
-Velocity at a loss level L (see :func:`velocity_at_level`): the first window of ``window``
-steps whose mean loss is at or below L; V is minus the least-squares slope of its losses. The levels are spread between the highest level every run
-passes through and the lowest one at least half the runs reach (:func:`matched_levels`).
+of constant learning rates over a log range, the final loss and the loss-descent velocity at
+matched loss levels per LR; the analysis and the runs are :mod:`adalrs_ray.experiments.sweep`,
+this module parses the arguments and calls :func:`~adalrs_ray.experiments.sweep.run_sweep`.
 """
 
 from __future__ import annotations
@@ -21,13 +15,10 @@ import argparse
 import datetime as _dt
 import json
 import logging
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -232,211 +223,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if summary["status"] == "completed" else 1
 
 
-# ------------------------------------------------------------------------------ sweep analysis
-def slope(y: np.ndarray) -> float:
-    """Least-squares slope of ``y`` against 0..n-1 (NaN if fewer than 2 finite points)."""
-    y = np.asarray(y, dtype=float)
-    x = np.arange(len(y), dtype=float)
-    ok = np.isfinite(y)
-    if ok.sum() < 2:
-        return float("nan")
-    x, y = x[ok], y[ok]
-    xc = x - x.mean()
-    return float((xc * (y - y.mean())).sum() / (xc * xc).sum())
-
-
-def trailing_mean(losses: np.ndarray, window: int) -> np.ndarray:
-    """Mean of the last ``window`` losses at each step (NaN for the first window-1 steps and
-    from the first non-finite loss on)."""
-    x = np.asarray(losses, dtype=float)
-    out = np.full(len(x), np.nan)
-    if len(x) < window:
-        return out
-    c = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(x), x, np.nan))])
-    out[window - 1 :] = (c[window:] - c[:-window]) / window
-    return out
-
-
-def velocity_at_level(losses: np.ndarray, level: float, window: int) -> tuple[float, float]:
-    """``(V, t*)``: descent velocity of the first ``window``-step window whose mean loss is at or
-    below ``level``; that window ends at step t*.
-
-    V = -(least-squares slope of the window's raw losses), in loss per step, positive when the
-    loss falls. This is how AdaLRS compares velocities at matched loss (the reference window is
-    the one whose mean loss is closest to the new window's). ``(nan, nan)`` if the run never
-    gets down to ``level``.
-    """
-    sm = trailing_mean(losses, window)
-    hit = np.flatnonzero(np.nan_to_num(sm, nan=np.inf) <= level)
-    if hit.size == 0:
-        return float("nan"), float("nan")
-    t = int(hit[0])
-    return -slope(np.asarray(losses[t - window + 1 : t + 1])), float(t)
-
-
-def matched_levels(curves: Sequence[np.ndarray], window: int, n: int) -> list[float]:
-    """``n`` loss levels, evenly spaced between the highest level every run passes through (the
-    lowest first trailing mean) and the lowest one that at least half the runs reach (the
-    median of the runs' minimum trailing means)."""
-    firsts, mins = [], []
-    for c in curves:
-        sm = trailing_mean(c, window)
-        finite = sm[np.isfinite(sm)]
-        if finite.size:
-            firsts.append(finite[0])
-            mins.append(finite.min())
-    if not firsts or n < 1:
-        return []
-    hi, lo = min(firsts), float(np.median(mins))
-    if not hi > lo:
-        return []
-    return [float(v) for v in np.linspace(hi, lo, n + 2)[1:-1]]
-
-
-def analyse_sweep(runs: Sequence[dict[str, Any]], window: int, n_levels: int) -> Any:
-    """The pilot-study table: one row per LR (``runs``: dicts with lr, losses, status, val_loss)."""
-    import pandas as pd
-
-    curves = [np.asarray(r["losses"], dtype=float) for r in runs]
-    levels = matched_levels(curves, window, n_levels)
-    rows = []
-    for r, c in zip(runs, curves):
-        finite_tail = c[-window:]
-        final = float(np.mean(finite_tail)) if np.all(np.isfinite(finite_tail)) else float("nan")
-        row = {
-            "lr": r["lr"],
-            "status": r["status"],
-            "steps": len(c),
-            "final_loss": final,
-            "final_val_loss": r.get("val_loss", float("nan")),
-        }
-        for level in levels:
-            v, t = velocity_at_level(c, level, window)
-            row[f"v@{level:.3f}"] = v
-            row[f"t@{level:.3f}"] = t
-        rows.append(row)
-    df = pd.DataFrame(rows).sort_values("lr").reset_index(drop=True)
-    df.attrs["levels"] = levels
-    return df
-
-
-def optima(df: Any) -> dict[str, Any]:
-    """Best LR by final loss and by velocity at each level; whether they agree within one grid
-    point (Hypothesis 1)."""
-    out: dict[str, Any] = {"levels": list(df.attrs.get("levels", []))}
-    loss = df["final_loss"].to_numpy(dtype=float)
-    if not np.isfinite(loss).any():
-        out.update(lr_by_loss=None, lr_by_velocity={}, shared_optimum=False)
-        return out
-    i_loss = int(np.nanargmin(loss))
-    out["lr_by_loss"] = float(df["lr"].iloc[i_loss])
-    by_v, idx = {}, []
-    for col in [c for c in df.columns if c.startswith("v@")]:
-        v = df[col].to_numpy(dtype=float)
-        if np.isfinite(v).any():
-            j = int(np.nanargmax(v))
-            by_v[col[2:]] = float(df["lr"].iloc[j])
-            idx.append(j)
-    out["lr_by_velocity"] = by_v
-    out["shared_optimum"] = bool(idx) and all(abs(j - i_loss) <= 1 for j in idx)
-    return out
-
-
-def _g(v: float | None) -> str:
-    return "none" if v is None else f"{v:.3g}"
-
-
-def _markdown(df: Any, best: dict[str, Any], command: str) -> str:
-    cols = list(df.columns)
-    lines = [
-        "# LR sweep (AdaLRS pilot study, Hypothesis 1)",
-        "",
-        f"Command: `{command}`",
-        "",
-        "| " + " | ".join(cols) + " |",
-        "|" + "---|" * len(cols),
-    ]
-    for _, row in df.iterrows():
-        cells = []
-        for c in cols:
-            v = row[c]
-            if isinstance(v, float):
-                cells.append(f"{v:.4g}" if c != "lr" else f"{v:.3g}")
-            else:
-                cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"- best LR by final loss: {_g(best['lr_by_loss'])}",
-        "- best LR by descent velocity at each matched loss level: "
-        + ", ".join(f"{level}: {_g(lr)}" for level, lr in best["lr_by_velocity"].items()),
-        f"- shared optimum (within one grid point): {best['shared_optimum']}",
-        "",
-        "`v@L`: loss-descent velocity (-slope, loss per step) of the first slope window whose "
-        "mean loss is <= L; `t@L`: the last step of that window. `final_loss`: mean training loss of the last slope window.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def plot_sweep(
-    runs: Sequence[dict[str, Any]], df: Any, best: dict[str, Any], window: int, path: Path
-) -> None:
-    """Three panels: loss curves, final loss vs LR, velocity at matched levels vs LR."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    cmap = plt.get_cmap("viridis")
-    for i, r in enumerate(sorted(runs, key=lambda r: r["lr"])):
-        sm = trailing_mean(np.asarray(r["losses"], dtype=float), window)
-        axes[0].plot(sm, color=cmap(i / max(1, len(runs) - 1)), label=f"{r['lr']:.2g}")
-    for level in best["levels"]:
-        axes[0].axhline(level, color="grey", ls="--", lw=0.8)
-    axes[0].set(
-        xlabel="step", ylabel=f"training loss (trailing mean of {window})", title="loss curves"
-    )
-    axes[0].legend(title="LR", fontsize=7)
-    lr = df["lr"].to_numpy(dtype=float)
-    axes[1].plot(lr, df["final_loss"], "o-")
-    if best["lr_by_loss"] is not None:
-        axes[1].axvline(
-            best["lr_by_loss"], color="C3", ls=":", label=f"best {best['lr_by_loss']:.2g}"
-        )
-        axes[1].legend()
-    axes[1].set(xscale="log", xlabel="learning rate", ylabel="final training loss", title="L(eta)")
-    for k, col in enumerate(c for c in df.columns if c.startswith("v@")):
-        axes[2].plot(lr, df[col], "o-", color=f"C{k}", label=f"at loss {col[2:]}")
-        j = best["lr_by_velocity"].get(col[2:])
-        if j is not None:
-            axes[2].axvline(j, color=f"C{k}", ls=":")
-    axes[2].set(
-        xscale="log",
-        xlabel="learning rate",
-        ylabel="descent velocity (loss/step)",
-        title="V(eta) at matched loss",
-    )
-    axes[2].legend(fontsize=7)
-    fig.suptitle(f"shared optimum: {best['shared_optimum']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def lr_grid(lr_min: float, lr_max: float, points: int) -> list[float]:
-    """``points`` LRs evenly spaced in log between ``lr_min`` and ``lr_max`` (both included)."""
-    for name, v in (("lr_min", lr_min), ("lr_max", lr_max)):
-        if not (math.isfinite(v) and v > 0):
-            raise ValueError(f"--{name.replace('_', '-')} is {v}, but must be a finite number > 0")
-    if not lr_min < lr_max:
-        raise ValueError(f"--lr-min {lr_min} must be < --lr-max {lr_max}")
-    if points < 2:
-        raise ValueError(f"--points is {points}, but must be >= 2")
-    return [float(v) for v in np.geomspace(lr_min, lr_max, points)]
-
-
 def _sweep_command(args: argparse.Namespace) -> str:
     """The sweep's defining options as a command line (for the table's header)."""
     parts = ["adalrs-ray sweep"]
@@ -452,72 +238,21 @@ def _sweep_command(args: argparse.Namespace) -> str:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    from train_loops.lm import LMConfig, run
+    from adalrs_ray.experiments.sweep import lr_grid, run_sweep
 
     lrs = lr_grid(args.lr_min, args.lr_max, args.points)
-    window = args.slope_window or max(5, args.steps // 20)
-    if not 2 <= window <= args.steps:
-        raise ValueError(f"--slope-window is {window}, but must be in [2, --steps={args.steps}]")
-    if args.levels < 1:
-        raise ValueError(f"--levels is {args.levels}, but must be >= 1")
     out = Path(args.out or _default_out("sweep"))
-    out.mkdir(parents=True, exist_ok=True)
-    if args.procs < 1:
-        raise ValueError(f"--procs is {args.procs}, but must be >= 1")
-    cfgs, summaries = [], {}
-    for i, lr in enumerate(lrs):
-        run_dir = out / "runs" / f"lr{i:02d}_{lr:.3g}"
-        cfg = _config(args, lr=lr, schedule=args.schedule, out_dir=str(run_dir), save_final=False)
-        cfgs.append(cfg)
-        summary_path = run_dir / "summary.json"
-        if summary_path.is_file():  # reuse a finished run of the same config
-            old = json.loads(summary_path.read_text())
-            if LMConfig.from_dict(old["config"]) == cfg and old["status"] != "stopped":
-                summaries[i] = old
-                logger.info("reusing %s", run_dir)
-    todo = [i for i in range(len(lrs)) if i not in summaries]
-    bar = tqdm(
-        total=len(lrs),
-        initial=len(summaries),
-        desc="sweep",
-        disable=args.quiet or not sys.stderr.isatty(),
+    result = run_sweep(
+        _config(args, schedule=args.schedule, save_final=False),
+        lrs,
+        out,
+        window=args.slope_window,
+        levels=args.levels,
+        procs=args.procs,
+        command=_sweep_command(args),
+        progress=not args.quiet,
     )
-    if args.procs == 1 or len(todo) <= 1:
-        for i in todo:
-            summaries[i] = run(cfgs[i])
-            bar.update()
-    else:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(min(args.procs, len(todo))) as pool:
-            futures = {pool.submit(run, cfgs[i]): i for i in todo}
-            for fut in as_completed(futures):
-                summaries[futures[fut]] = fut.result()
-                bar.update()
-    bar.close()
-    runs = []
-    for i, lr in enumerate(lrs):
-        metrics = Path(cfgs[i].out_dir) / "metrics.parquet"
-        losses = pd.read_parquet(metrics, columns=["loss"])["loss"].to_numpy()
-        runs.append(
-            {
-                "lr": lr,
-                "losses": losses,
-                "status": summaries[i]["status"],
-                "val_loss": summaries[i]["val_loss"],
-            }
-        )
-    df = analyse_sweep(runs, window, args.levels)
-    best = optima(df)
-    command = _sweep_command(args)
-    df.to_parquet(out / "sweep.parquet", index=False)
-    (out / "sweep.md").write_text(_markdown(df, best, command))
-    (out / "sweep.json").write_text(json.dumps({"window": window, **best}, indent=2))
-    plot_sweep(runs, df, best, window, out / "sweep.png")
     if not args.quiet:
-        print(_markdown(df, best, command))
+        print(result.markdown)
         print(f"-> {out}/sweep.md, sweep.parquet, sweep.png")
     return 0
