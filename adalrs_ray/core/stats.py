@@ -1,4 +1,4 @@
-"""Small numeric helpers shared by every layer (stdlib only): least-squares slopes, the mean of
+"""Small numeric helpers shared by every layer (stdlib; numpy only inside :func:`log_spaced`): least-squares slopes, the mean of
 the finite values, log-spaced grids."""
 
 from __future__ import annotations
@@ -30,14 +30,21 @@ def fit_velocity(
 
 
 def slope(y: Sequence[float]) -> float:
-    """Least-squares slope of ``y`` against 0..n-1 over its finite points (NaN if fewer than two)."""
+    """Least-squares slope of ``y`` against 0..n-1 over its finite points (NaN if fewer than two):
+    the fit of :func:`fit_velocity`, the one the controller uses."""
     pts = [(float(i), float(v)) for i, v in enumerate(y) if math.isfinite(v)]
     if len(pts) < 2:
         return float("nan")
-    mx = sum(x for x, _ in pts) / len(pts)
-    my = sum(v for _, v in pts) / len(pts)
-    sxx = sum((x - mx) ** 2 for x, _ in pts)
-    return sum((x - mx) * (v - my) for x, v in pts) / sxx
+    x0, y0 = pts[0]
+    sx = sy = sxx = sxy = syy = 0.0
+    for x, v in pts:
+        dx, dy = x - x0, v - y0
+        sx += dx
+        sy += dy
+        sxx += dx * dx
+        sxy += dx * dy
+        syy += dy * dy
+    return -fit_velocity(len(pts), sx, sy, sxx, sxy, syy)[0]
 
 
 def nanmean(values: Iterable[float]) -> float:
@@ -48,8 +55,10 @@ def nanmean(values: Iterable[float]) -> float:
 
 def log_spaced(lo: float, hi: float, n: int) -> list[float]:
     """``n`` values evenly spaced in log space from ``lo`` to ``hi``, both ends exact (the
-    geometric mean when ``n == 1``)."""
+    geometric mean when ``n == 1``): ``numpy.geomspace``, imported on first use so that the
+    controller's import stays numpy-free."""
     if n == 1:
         return [math.sqrt(lo * hi)]
-    ratio = hi / lo
-    return [lo if i == 0 else hi if i == n - 1 else lo * ratio ** (i / (n - 1)) for i in range(n)]
+    import numpy as np
+
+    return [float(v) for v in np.geomspace(lo, hi, n)]

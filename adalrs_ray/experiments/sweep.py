@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from adalrs_ray.core.stats import log_spaced, slope
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -54,22 +56,6 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------ analysis
-def slope(y: np.ndarray) -> float:
-    """Least-squares slope of ``y`` against 0..n-1 (NaN if fewer than 2 finite points).
-
-    The formula of :func:`adalrs_ray.core.stats.slope`, with numpy's (pairwise) sums: the sweep
-    tables keep their numbers (core's sequential sums differ in the last bits from 10 points on).
-    """
-    y = np.asarray(y, dtype=float)
-    x = np.arange(len(y), dtype=float)
-    ok = np.isfinite(y)
-    if ok.sum() < 2:
-        return float("nan")
-    x, y = x[ok], y[ok]
-    xc = x - x.mean()
-    return float((xc * (y - y.mean())).sum() / (xc * xc).sum())
-
-
 def trailing_mean(losses: np.ndarray, window: int) -> np.ndarray:
     """Mean of the last ``window`` losses at each step (NaN for the first window-1 steps and
     from the first non-finite loss on)."""
@@ -254,9 +240,8 @@ def plot_sweep(
 def lr_grid(lr_min: float, lr_max: float, points: int) -> list[float]:
     """``points`` LRs evenly spaced in log between ``lr_min`` and ``lr_max`` (both included).
 
-    ``np.geomspace``, not :func:`adalrs_ray.core.stats.log_spaced`: that one differs in the last
-    bits for most interior points (1e-3 of 1e-4..1e-1 in 7 points is 0.0009999999999999998),
-    which would change every run of a sweep and stop finished runs from being reused.
+    :func:`adalrs_ray.core.stats.log_spaced` (``np.geomspace``), unrounded: a sweep's run
+    directories are named after these values and reused by them.
     """
     for name, v in (("lr_min", lr_min), ("lr_max", lr_max)):
         if not (math.isfinite(v) and v > 0):
@@ -265,7 +250,7 @@ def lr_grid(lr_min: float, lr_max: float, points: int) -> list[float]:
         raise ValueError(f"--lr-min {lr_min} must be < --lr-max {lr_max}")
     if points < 2:
         raise ValueError(f"--points is {points}, but must be >= 2")
-    return [float(v) for v in np.geomspace(lr_min, lr_max, points)]
+    return log_spaced(lr_min, lr_max, points)
 
 
 # ------------------------------------------------------------------------------ the sweep
