@@ -14,10 +14,8 @@ core eagerly and names every other public class lazily.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from adalrs_ray.core.controller import Action, AdaLRS, AdaLRSConfig, Decision
+from adalrs_ray.core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -34,8 +32,4 @@ _LAZY = {
 __all__ = ["Action", "AdaLRS", "AdaLRSConfig", "Decision", "__version__", *sorted(_LAZY)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'adalrs_ray' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -18,8 +18,7 @@ utility, report contract, comparison), torch, transformers and ray. Never
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from adalrs_ray.core.lazy import lazy_exports
 
 _LAZY = {
     "LMConfig": "train_loops.lm",
@@ -36,8 +35,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'train_loops' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -14,8 +14,7 @@ the CLI.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from adalrs_ray.core.lazy import lazy_exports
 
 # name -> module that defines it, imported on first access (PEP 562): a trainable that imports
 # the reporter does not import the scheduler, ray.tune's schedulers or the arms.
@@ -37,8 +36,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'adalrs_ray.comparison' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

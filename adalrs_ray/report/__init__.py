@@ -39,8 +39,7 @@ May import: pandas, numpy, matplotlib and :mod:`adalrs_ray.core`. Never ray or t
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from adalrs_ray.core.lazy import lazy_exports
 
 _MODULES = {
     "adalrs_ray.report.contract": (
@@ -92,12 +91,4 @@ _LAZY = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'adalrs_ray.report' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
