@@ -560,7 +560,7 @@ class AdaLRS:
     def _dispatch(self, step: int, loss: float, emitted: list) -> Action:
         c = self.config
         action = Action.CONTINUE
-        if self._phase == "frozen":
+        if self._phase == "frozen" or (self._phase == "before" and step < c.search_start):
             if not math.isfinite(loss):
                 self._event(
                     emitted,
@@ -572,17 +572,6 @@ class AdaLRS:
                 )
             return action
         if self._phase == "before":
-            if step < c.search_start:
-                if not math.isfinite(loss):
-                    self._event(
-                        emitted,
-                        step,
-                        "nonfinite_loss",
-                        self._scale,
-                        loss=str(loss),
-                        outcome="ignored_outside_search",
-                    )
-                return action
             self._phase = "search"
             self._event(emitted, step, "search_start", self._scale)
             if c.snapshot_policy == "windows" and math.isfinite(loss):
