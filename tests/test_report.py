@@ -424,6 +424,17 @@ def test_cli_rebuilds_and_reports_errors(written, tmp_path):
     assert cli_main(["report", str(tmp_path / "empty")]) == 2
 
 
+def test_cli_report_options_reach_the_report(written, tmp_path):
+    out = tmp_path / "o"
+    argv = ["report", str(written[0]), "--out", str(out), "--title", "Rebuilt by the CLI"]
+    argv += ["--baseline-steps", "400", "--grid-arm", "grid", "--reference-loss", "1.5"]
+    assert cli_main(argv) == 0
+    text = (out / "report.md").read_text()
+    assert text.startswith("# Rebuilt by the CLI")
+    assert "Reference loss (given): 1.5." in text
+    assert cli_main(["report", str(written[0]), "--baseline-steps", "-1"]) == 2
+
+
 def test_scale_path_jumps_at_events_and_breaks_at_rewinds(table):
     df = validate_results(table)
     rows = df[df["trial_id"] == "a1"]

@@ -129,6 +129,15 @@ def register(subparsers: Any) -> None:
         type=_floats,
         help="p of 'within p%%' as fractions, comma-separated, e.g. 0.01,0.02,0.05",
     )
+    r.add_argument("--title", help="the report's title (default: the saved one)")
+    r.add_argument(
+        "--baseline-steps",
+        type=float,
+        help="optimizer steps of one full-budget run (the unit of 'x full run'; default: saved)",
+    )
+    r.add_argument("--grid-arm", help="name of the grid arm (default: grid)")
+    r.add_argument("--grid-best-lr", type=float, help="the grid's best LR, if known otherwise")
+    r.add_argument("--reference-loss", type=float, help="the loss the thresholds refer to")
     r.add_argument(
         "--add-arms",
         action="append",
@@ -222,9 +231,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     d = Path(args.directory)
     if not d.is_dir():
         raise ValueError(f"{str(d)!r} does not exist or is not a directory")
-    options: dict[str, Any] = {}
-    if args.thresholds:
-        options["thresholds"] = args.thresholds
+    options: dict[str, Any] = {
+        key: getattr(args, key)
+        for key in ("thresholds", "title", "baseline_steps", "grid_arm", "grid_best_lr")
+        + ("reference_loss",)
+        if getattr(args, key) is not None
+    }
     if args.add_arms:
         additions = [_parse_add_arms(item) for item in args.add_arms]
         if not args.out:
