@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from adalrs_ray.core.controller import EVENT_KINDS, Action, AdaLRS, AdaLRSConfig, replay
@@ -146,10 +147,16 @@ def test_no_trial_starts_when_it_cannot_finish_inside_the_search_window():
     ctl = AdaLRS(cfg(total_steps=40))
     feed(ctl, W1 + W2, 0)
     assert ctl.phase == "ramp"
-    # a window later the same decay cannot start a trial any more
+    # a window later the same kind of decay cannot start a trial any more: window 2 keeps the
+    # velocity (0.48 > 0.9 * 0.5, no trigger), window 3 decays clearly (0.01 < 0.95 * 0.48)
+    stream = W1 + line(5.4, 0.48) + line(1.0, 0.01)
     ctl = AdaLRS(cfg(total_steps=40))
-    feed(ctl, W1 + line(5.4, 0.45) + line(1.0, 0.01), 0)
-    assert "trial_start" not in kinds(ctl)
+    feed(ctl, stream, 0)
+    assert kinds(ctl) == ["search_start"] and ctl.phase == "search" and ctl.scale == 1.0
+    # only the window rule stopped it: with room for ramp + validation (29 + 20 < 50) it starts
+    roomy = AdaLRS(cfg(total_steps=50))
+    feed(roomy, stream, 0)
+    assert kinds(roomy)[-1] == "trial_start" and roomy.events[-1]["step"] == 29
 
 
 # ---------------------------------------------------------------- trigger and ramp
@@ -286,18 +293,45 @@ def test_reference_can_exclude_the_window_that_triggered_the_trial(exclude):
     assert ctl.events[-1]["l_ref"] == pytest.approx(expected)
 
 
-def test_error_bound_is_estimated_from_the_slope_standard_error():
-    ctl = start_trial()
-    noisy = [x + (0.05 if i % 2 else -0.05) for i, x in enumerate(line(5.7, 0.2))]
-    run_trial(ctl, noisy)
+def _ls_se(ys: list[float]) -> float:
+    """Standard error of the least-squares slope of ys against 0..n-1, by numpy's lstsq
+    (independent of the controller's running sums)."""
+    n = len(ys)
+    x = np.arange(n, dtype=float)
+    design = np.column_stack([x, np.ones(n)])
+    coef, *_ = np.linalg.lstsq(design, np.asarray(ys), rcond=None)
+    resid = np.asarray(ys) - design @ coef
+    return math.sqrt(float(resid @ resid) / (n - 2) / float(((x - x.mean()) ** 2).sum()))
+
+
+def _alternate(ys: list[float], amp: float) -> list[float]:
+    return [y + (amp if i % 2 else -amp) for i, y in enumerate(ys)]
+
+
+@pytest.mark.parametrize(
+    "ref_noise, new_noise, factor, floor",
+    [
+        (0.01, 0.05, 1.0, 0.0),  # se_new is the larger
+        (0.05, 0.01, 1.0, 0.0),  # se_ref is the larger
+        (0.01, 0.05, 2.5, 0.0),  # times error_factor
+        (0.01, 0.05, 1.0, 0.5),  # floored at error_floor
+    ],
+)
+def test_error_bound_is_estimated_from_the_slope_standard_error(
+    ref_noise, new_noise, factor, floor
+):
+    # noise that alternates in sign keeps every window mean, so the reference stays W2
+    w2 = _alternate(W2, ref_noise)
+    ctl = AdaLRS(cfg(error_factor=factor, error_floor=floor))
+    feed(ctl, W1 + w2, 0)
+    assert ctl.phase == "ramp"
+    validation = _alternate(line(5.7, 0.2), new_noise)
+    run_trial(ctl, validation)
     ev = ctl.events[-1]
-    resid = [x - (5.7 - 0.2 * i) for i, x in enumerate(noisy)]
-    # standard error of a least-squares slope over k equally spaced points
-    n = K
-    mean_x = (n - 1) / 2
-    sxx = sum((i - mean_x) ** 2 for i in range(n))
-    assert ev["e"] > 0
-    assert ev["e"] < 3 * math.sqrt(sum(r * r for r in resid) / (n - 2) / sxx)
+    assert ev["l_ref"] == pytest.approx(sum(W2) / K) and not ev["corner_case"]
+    se_ref, se_new = _ls_se(w2), _ls_se(validation)
+    assert min(se_ref, se_new) > 0.001 and max(se_ref, se_new) > 4 * min(se_ref, se_new)
+    assert ev["e"] == pytest.approx(max(floor, factor * max(se_ref, se_new)), rel=1e-9)
 
 
 def test_min_and_max_scale_clamp_the_multiplier():
