@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import statistics
-
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from adalrs_ray.core.controller import AdaLRSConfig
-from adalrs_ray.core.simulator import LossReplayer, LossSimulator, simulate
+from adalrs_ray.core.simulator import LossReplayer, LossSimulator, final_scales, simulate
 
 # a run whose search window holds ~30 windows: enough for a few adjustments
 CFG = AdaLRSConfig(total_steps=20_000, window=200)
@@ -64,29 +60,41 @@ def test_replayer_replays_a_log_and_feeds_the_controller(tmp_path):
         LossReplayer([])
 
 
-def _final_ratio(start_ratio: float, seed: int) -> float:
-    sim = LossSimulator(seed=seed, **SIM)
-    res = simulate(sim, sim.lr_opt * start_ratio, CFG)
-    return res.lrs[-1] / sim.lr_opt
+@pytest.mark.slow
+def test_adalrs_ends_where_docs_controller_md_says_over_40_seeds():
+    """docs/controller.md: from lr_opt / 30 and from 10 x lr_opt, seeds 0-39, the controller ends
+    within [0.42, 1.10] x lr_opt (the interval at its two-digit precision). About 8 s."""
+    ratios = final_scales([1 / 30, 10.0], range(40), CFG, **SIM)
+    low, high = min(ratios.values()), max(ratios.values())
+    assert 0.415 <= low and high < 1.105, f"ended in [{low:.3f}, {high:.3f}] x lr_opt"
 
 
-@settings(
-    max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
-)
-@given(seed=st.integers(0, 10_000), start=st.sampled_from([1 / 30, 10.0]))
-def test_adalrs_ends_within_a_factor_3_of_the_optimum(seed, start):
-    ratio = _final_ratio(start, seed)
-    assert 1 / 3 <= ratio <= 3, f"from {start} x optimum, seed {seed}: ended at {ratio} x"
+def test_backtracking_matters_where_no_run_diverges():
+    """Paper Fig. 4a: without backtracking the damage of failed upscales stays.
+
+    From 1.5 x lr_opt a fixed run converges (it does not diverge, unlike a fixed 10 x run), and
+    so do both AdaLRS runs; the upscale trials to ~4.4 x lr_opt diverge inside the trial, and
+    restoring the snapshot is what the backtracking run gains. Measured: 0.029-0.115 lower
+    final loss on every one of 8 seeds."""
+    start = 1.5e-3
+    for seed in range(8):
+        fixed = simulate(LossSimulator(seed=seed, **SIM), start, None, steps=CFG.total_steps)
+        on = simulate(LossSimulator(seed=seed, **SIM), start, CFG)
+        off = simulate(LossSimulator(seed=seed, **SIM), start, CFG, backtracking=False)
+        assert max(fixed.final_loss(), on.final_loss(), off.final_loss()) < 2.5
+        assert any(e["kind"] == "backtrack" for e in on.events)
+        assert on.final_loss() < off.final_loss() - 0.01, f"seed {seed}"
 
 
-def test_backtracking_matters_from_a_too_large_lr():
-    """Paper Fig. 4a: without backtracking the damage of failed upscales stays."""
+def test_backtracking_undoes_a_divergence_from_10x():
+    """From 10 x lr_opt a fixed run diverges; what this shows is only that restoring the last
+    good snapshot undoes that divergence (the comparison where no run diverges is above)."""
     gaps = []
     for seed in range(8):
         on = simulate(LossSimulator(seed=seed, **SIM), 1e-2, CFG)
         off = simulate(LossSimulator(seed=seed, **SIM), 1e-2, CFG, backtracking=False)
         gaps.append(off.final_loss() - on.final_loss())
-    assert statistics.mean(gaps) > 0
+    assert min(gaps) > 0
 
 
 def test_adalrs_beats_the_fixed_small_lr():
