@@ -7,30 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from controller_streams import K, cfg, feed, kinds, line
 
 from adalrs_ray.core.controller import EVENT_KINDS, Action, AdaLRS, AdaLRSConfig, replay
-
-K = 10
-
-
-def cfg(**kw) -> AdaLRSConfig:
-    """A search over the whole run, window 10, so hand-made loss streams are short."""
-    base = dict(total_steps=100, window=K, start_ratio=0.0, end_ratio=1.0)
-    base.update(kw)
-    return AdaLRSConfig(**base)
-
-
-def line(start: float, slope: float, n: int = K) -> list[float]:
-    return [start - slope * i for i in range(n)]
-
-
-def feed(ctl: AdaLRS, losses, start: int):
-    return [ctl.observe(start + i, x) for i, x in enumerate(losses)]
-
-
-def kinds(ctl: AdaLRS) -> list[str]:
-    return [e["kind"] for e in ctl.events]
-
 
 # history: window 1 falls at 0.5/step, window 2 at 0.1/step (velocity decayed: a trial starts)
 W1 = line(10.0, 0.5)  # 10 .. 5.5, mean 7.75

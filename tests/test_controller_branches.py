@@ -9,35 +9,9 @@ import math
 
 import numpy as np
 import pytest
+from controller_streams import K, cfg, feed, kinds, line
 
-from adalrs_ray.core.controller import Action, AdaLRS, AdaLRSConfig
-
-K = 10
-
-
-def cfg(**kw) -> AdaLRSConfig:
-    """A search over the whole run, window 10 (reference stride 2), so streams stay short."""
-    base = dict(total_steps=100, window=K, start_ratio=0.0, end_ratio=1.0)
-    base.update(kw)
-    return AdaLRSConfig(**base)
-
-
-def line(start: float, slope: float, n: int = K) -> list[float]:
-    """n losses falling by ``slope`` per step from ``start`` (rising when slope < 0)."""
-    return [start - slope * i for i in range(n)]
-
-
-def feed(ctl: AdaLRS, losses, start: int):
-    return [ctl.observe(start + i, x) for i, x in enumerate(losses)]
-
-
-def kinds(ctl: AdaLRS) -> list[str]:
-    return [e["kind"] for e in ctl.events]
-
-
-def last(ctl: AdaLRS, kind: str) -> dict:
-    return [e for e in ctl.events if e["kind"] == kind][-1]
-
+from adalrs_ray.core.controller import Action, AdaLRS
 
 # The trigger used throughout: window 1 falls at 0.5/step, window 2 at 0.1/step, so at step 19
 # v_t = 0.1 < 0.9 * 0.5 and a trial starts. Window means of H at stride 2 (steps 0..19):
