@@ -27,4 +27,3 @@ def feed(ctl: AdaLRS, losses, start: int):
 
 def kinds(ctl: AdaLRS) -> list[str]:
     return [e["kind"] for e in ctl.events]
-
