@@ -326,13 +326,21 @@ V1_TRIAL = {
 
 
 @pytest.mark.parametrize("extra", [{}, {"validated_scale": 2.5}])
-def test_trial_reads_and_writes_the_version_1_dict(extra):
+def test_trial_reads_the_version_1_dict_and_writes_version_2(extra):
     state = {**V1_TRIAL, **extra}
     trial = Trial.from_state(state)
     assert (trial.base_scale, trial.ramp_step, trial.ramp_len) == (1.0, 4, 10)
+    assert (trial.direction, trial.settle_left) == ("up", 0)  # version 1: upscales, no settle
     assert trial.tried_scale == extra.get("validated_scale", 3.0)
-    assert trial.to_state() == state
-    assert list(trial.to_state()) == list(state)  # the key order too
+    v2 = {**V1_TRIAL, "direction": "up", "settle": 0, **extra}
+    assert trial.to_state() == v2
+    assert list(trial.to_state()) == list(v2)  # the key order too
+    assert Trial.from_state(v2) == trial
+
+
+def test_trial_rejects_an_unknown_direction():
+    with pytest.raises(ValueError, match="direction"):
+        Trial.from_state({**V1_TRIAL, "direction": "sideways"})
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 Holds :mod:`~adalrs_ray.core.controller` (:class:`AdaLRSConfig`, :class:`AdaLRS`,
 :class:`Action`, :class:`Decision`), :mod:`~adalrs_ray.core.simulator` (a seeded loss process with
-a known optimum LR) and the shared helpers every layer uses (argument checks, least-squares
+a known optimum LR), :mod:`~adalrs_ray.core.lm_simulator` (one with the effects the tiny LM shows:
+a lagged LR noise term, stable-but-slow large LRs, weight growth) and the shared helpers every layer uses (argument checks, least-squares
 slope, schedules as pure functions of the step).
 
 May import: the standard library (and numpy in the simulator). Never torch, ray or pandas: the

@@ -52,18 +52,31 @@ from adalrs_ray.core.decisions import (
     eager_theta,
     judge_trial,
     loss_rose_twice,
+    next_direction,
     ramp_scale,
     rectified_alpha,
     rectified_beta_divisor,
     reference_windows,
     relaxed_theta,
+    shrunk_factor,
+    trial_factor,
     velocity_decayed,
 )
 from adalrs_ray.core.stats import fit_velocity
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+# fields added after state version 1, with the values that reproduce version 1's behaviour
+# (the paper's rule): a checkpoint whose config lacks one was made with that value
+_V1_FIELDS = {
+    "two_sided": False,
+    "factor_shrink": 1.0,
+    "min_trial_factor": 1.0,
+    "settle_steps": 0,
+    "restore": "always",
+    "reference": "nearest",
+}
 
 EVENT_KINDS = (
     "search_start",  # first step inside [start_ratio, end_ratio)
@@ -157,6 +170,32 @@ class AdaLRSConfig:
             ``decay_basis="adjustments"`` because steps go back.
         initial_scale: the multiplier before any decision (> 0).
         min_scale, max_scale: optional clamps of the multiplier.
+        two_sided: beyond the paper. ``False`` (the paper): every trial is an upscale, and a
+            failed one downscales by 1/beta' without ever measuring the lower LR. ``True``: a
+            trial goes up (by alpha') or down (by 1/beta') and is validated either way; a kept
+            trial keeps its direction, a failed or inconclusive one turns the next trial
+            around, and a failed trial returns to the pre-trial scale (no blind downscale).
+        factor_shrink: two-sided only, in (0, 1]: after a failed trial the factor of its
+            direction becomes factor ** factor_shrink (0.5: half the step on a log scale), so
+            the search brackets the optimum instead of bouncing across it.
+        min_trial_factor: >= 1; no trial starts with a rectified factor at or below it
+            (1: the paper's, trials stop only when alpha' reaches 1). With ``two_sided`` the
+            other direction is tried, and the search stops when both are at or below it.
+        settle_steps: >= 0 steps between the ramp and the validation window whose losses are
+            not fitted (the paper: 0). The loss answers an LR change with a lag (an upscale
+            first raises it, a downscale first lowers it); validating inside that transient
+            measures the transient.
+        restore: ``"always"`` (the paper): a failed trial restores the snapshot.
+            ``"regressed"``: only a failed trial whose validation mean is no lower than the
+            last window before it (``loss_before``) restores; one that still made progress
+            keeps its steps. A non-finite loss always restores.
+        reference: ``"nearest"`` (the paper): v_ref is the slope of the window of H whose mean
+            loss is nearest to L_new, with the corner case when none is close.
+            ``"regression"``: v_ref is predicted at L_new by a line of velocity on mean loss
+            through the non-overlapping windows of H (``decisions.regression_reference``);
+            its standard error enters e, and there is no corner case.
+
+    :meth:`paper` builds the paper's rule (Algorithm 1 with the details stated beside it).
     """
 
     total_steps: int
@@ -184,6 +223,32 @@ class AdaLRSConfig:
     initial_scale: float = 1.0
     min_scale: float | None = None
     max_scale: float | None = None
+    two_sided: bool = False
+    factor_shrink: float = 1.0
+    min_trial_factor: float = 1.0
+    settle_steps: int = 0
+    restore: str = "always"
+    reference: str = "nearest"
+
+    @classmethod
+    def paper(cls, total_steps: int, **fields: Any) -> AdaLRSConfig:
+        """The paper's rule (Dong et al. 2025, Algorithm 1): upscale trials only, a blind
+        downscale by 1/beta' after a failed one, the snapshot always restored, the nearest
+        window of H as the reference with the corner case, validation right after the ramp.
+        ``fields`` set the paper's free inputs (window, alpha, beta, lam, ...); setting one of
+        the beyond-the-paper fields to another value is refused."""
+        beyond = {k: v for k, v in fields.items() if k in _V1_FIELDS and v != _V1_FIELDS[k]}
+        check(
+            not beyond,
+            f"AdaLRSConfig.paper() got {beyond}, but the paper's rule fixes these fields at "
+            f"{ {k: _V1_FIELDS[k] for k in beyond} }; use AdaLRSConfig(...) to depart from it",
+        )
+        return cls(total_steps=total_steps, **{**_V1_FIELDS, **fields})
+
+    @property
+    def is_paper(self) -> bool:
+        """True when every beyond-the-paper field has the paper's value."""
+        return all(getattr(self, k) == v for k, v in _V1_FIELDS.items())
 
     def __post_init__(self) -> None:
         check_int("total_steps", self.total_steps, 1)
@@ -214,6 +279,21 @@ class AdaLRSConfig:
         check_choice("ramp", self.ramp, ("geometric", "linear"))
         check_choice("snapshot_policy", self.snapshot_policy, ("windows", "trials"))
         check_choice("backtrack_mode", self.backtrack_mode, ("continue", "rewind"))
+        check_choice("restore", self.restore, ("always", "regressed"))
+        check_choice("reference", self.reference, ("nearest", "regression"))
+        check(
+            isinstance(self.two_sided, bool),
+            f"two_sided is {self.two_sided!r}, but must be True or False",
+        )
+        check(
+            is_number(self.factor_shrink) and 0 < self.factor_shrink <= 1,
+            f"factor_shrink is {self.factor_shrink!r}, but must be a number in (0, 1]",
+        )
+        check(
+            is_number(self.min_trial_factor) and self.min_trial_factor >= 1,
+            f"min_trial_factor is {self.min_trial_factor!r}, but must be a number >= 1",
+        )
+        check_int("settle_steps", self.settle_steps, 0)
         check(
             not (self.backtrack_mode == "rewind" and self.decay_basis == "windows"),
             "backtrack_mode='rewind' rewinds steps, so decay_basis='windows' would never decay "
@@ -248,12 +328,13 @@ class AdaLRSConfig:
                 f"reference_stride is {self.reference_stride!r}, but must be None or an integer "
                 f"in [1, window={self.window}]",
             )
-        need = 3 * self.window + self.ramp_len
+        need = 3 * self.window + self.ramp_len + self.settle_steps
         check(
             search >= need,
             f"window={self.window} is too long for the search window [{self.search_start}, "
             f"{self.search_end}) of {search} steps: two velocity windows plus one trial "
-            f"(ramp {self.ramp_len} + validation {self.window}) need {need} steps; use a "
+            f"(ramp {self.ramp_len} + settle {self.settle_steps} + validation {self.window}) "
+            f"need {need} steps; use a "
             "smaller window, a wider [start_ratio, end_ratio) or a longer run",
         )
 
@@ -333,7 +414,11 @@ _TRIAL_KEYS = {
     "history_max": "hist_max",
     "loss_before": "l_before",
     "early_stop": "early_stop",
+    "direction": "direction",
+    "settle_left": "settle",
 }
+# keys a version-1 trial lacks, and their version-1 values
+_TRIAL_V1 = {"direction": "up", "settle": 0}
 
 
 @dataclass
@@ -363,6 +448,8 @@ class Trial:
     loss_before: float
     early_stop: bool = False
     validated_scale: float | None = None
+    direction: str = "up"
+    settle_left: int = 0
 
     @property
     def tried_scale(self) -> float:
@@ -383,6 +470,9 @@ class Trial:
         unknown = sorted(set(state) - set(_TRIAL_KEYS.values()) - {"validated_scale"})
         if unknown:
             raise ValueError(f"trial has unknown keys {unknown}")
+        state = {**_TRIAL_V1, **state}
+        if state["direction"] not in ("up", "down"):
+            raise ValueError(f"trial direction is {state['direction']!r}, not 'up' or 'down'")
         early_stop = state["early_stop"]
         if not isinstance(early_stop, bool):
             raise ValueError(f"trial early_stop is {early_stop!r}, but must be a bool")
@@ -398,6 +488,8 @@ class Trial:
             loss_before=float(state["l_before"]),
             early_stop=early_stop,
             validated_scale=None if validated is None else float(validated),
+            direction=str(state["direction"]),
+            settle_left=int(state["settle"]),
         )
 
 
@@ -462,6 +554,9 @@ class AdaLRS:
         self._snapshot_step: int | None = None
         self._adjustments = 0
         self._events: list[dict[str, Any]] = []
+        # two-sided search: the next trial's direction and each direction's base factor
+        self._direction = "up"
+        self._factors = {"up": float(config.alpha), "down": float(config.beta)}
 
     # ------------------------------------------------------------------ read-only view
     @property
@@ -647,14 +742,14 @@ class AdaLRS:
             if v > 0 and c.snapshot_policy == "windows":
                 return Action.SNAPSHOT
             return action
-        trial_fits = step + c.ramp_len + self._k < c.search_end
-        alpha_eff = self._alpha_eff(step + 1)
+        trial_fits = step + c.ramp_len + c.settle_steps + self._k < c.search_end
+        direction, factor = self._next_trial(step + 1)
         decayed = velocity_decayed(v, prev_v, self._theta)
-        if decayed and trial_fits and alpha_eff > 1.0:
-            return self._start_trial(step, v, prev_v, alpha_eff, emitted)
+        if decayed and trial_fits and direction is not None:
+            return self._start_trial(step, v, prev_v, factor, emitted, direction)
         if loss_rose_twice(v, prev_v):
             return self._boundary_downscale(step, v, prev_v, emitted)
-        if not decayed:  # (decayed: no trial fits before the search ends, or alpha' == 1)
+        if not decayed:  # (decayed: no trial fits before the search ends, or no factor > 1)
             self._theta = relaxed_theta(self._theta, c.theta_relax)
         if v > 0 and c.snapshot_policy == "windows":
             return Action.SNAPSHOT
@@ -680,17 +775,34 @@ class AdaLRS:
         self._reset_history()
         return Action.RESTORE if restore else Action.CONTINUE
 
-    def _start_trial(self, step, v, prev_v, alpha_eff, emitted) -> Action:
+    def _next_trial(self, step: int) -> tuple[str | None, float]:
+        """The direction and rectified factor of a trial starting at ``step``; direction
+        ``None`` when no trial may start (every factor at or below ``min_trial_factor``)."""
+        c = self.config
+        if not c.two_sided:
+            alpha_eff = self._alpha_eff(step)
+            return ("up" if alpha_eff > c.min_trial_factor else None), alpha_eff
+        t = self._decay_t(step)
+        first = self._direction
+        for d in (first, "down" if first == "up" else "up"):
+            f = trial_factor(d, self._factors["up"], self._factors["down"], c.lam, t)
+            if f > c.min_trial_factor:
+                return d, f
+        return None, 1.0
+
+    def _start_trial(self, step, v, prev_v, factor, emitted, direction="up") -> Action:
         s0 = self._scale
+        target = s0 * factor if direction == "up" else s0 / factor
         self._trial = Trial(
             start_step=step,
             base_scale=s0,
-            alpha_eff=alpha_eff,
-            target_scale=self._clamp(s0 * alpha_eff),
+            alpha_eff=factor,
+            target_scale=self._clamp(target),
             ramp_step=0,
             ramp_len=self.config.ramp_len,
             history_max=max(self._hist_y),
             loss_before=sum(list(self._hist_y)[-self._k :]) / self._k,
+            direction=direction,
         )
         self._phase = "ramp"
         self._scale = self._ramp_scale(1)
@@ -702,8 +814,9 @@ class AdaLRS:
             v=v,
             v_prev=prev_v,
             theta=self._theta,
-            alpha_eff=alpha_eff,
+            alpha_eff=factor,
             target_scale=self._trial.target_scale,
+            direction=direction,
         )
         return Action.SNAPSHOT
 
@@ -716,7 +829,7 @@ class AdaLRS:
         if not math.isfinite(loss):
             return self._fail_trial(step, emitted, reason="nonfinite_loss", loss=str(loss))
         tr.ramp_step += 1
-        if loss > tr.history_max:
+        if tr.direction == "up" and loss > tr.history_max:
             tr.early_stop = True
             self._event(
                 emitted,
@@ -741,11 +854,15 @@ class AdaLRS:
         self._val_xs.clear()
         self._val_ys.clear()
         self._trial.validated_scale = self._scale
+        self._trial.settle_left = self.config.settle_steps
 
     def _on_validate(self, step: int, loss: float, emitted: list) -> Action:
         """Collect k validation losses, then judge the trial and apply the verdict."""
         if not math.isfinite(loss):
             return self._fail_trial(step, emitted, reason="nonfinite_loss", loss=str(loss))
+        if self._trial.settle_left > 0:  # the transient after the ramp: not fitted
+            self._trial.settle_left -= 1
+            return Action.CONTINUE
         self._val.add(step, loss)
         self._val_xs.append(step)
         self._val_ys.append(loss)
@@ -767,7 +884,7 @@ class AdaLRS:
             list(self._hist_x),
             list(self._hist_y),
             self._k,
-            c.stride,
+            self._k if c.reference == "regression" else c.stride,
             exclude_trigger=c.reference_excludes_trigger,
         )
         return judge_trial(
@@ -781,6 +898,7 @@ class AdaLRS:
             error_factor=c.error_factor,
             error_floor=c.error_floor,
             regress_guard=c.regress_guard,
+            reference=c.reference,
         )
 
     def _keep_trial(self, step: int, emitted: list, info: dict[str, Any]) -> Action:
@@ -790,7 +908,7 @@ class AdaLRS:
         self._phase = "search"
         self._scale = tr.validated_scale
         self._adjustments += 1
-        self._event(emitted, step, "keep", tr.base_scale, **info)
+        self._event(emitted, step, "keep", tr.base_scale, direction=tr.direction, **info)
         self._reset_history()
         return Action.CONTINUE
 
@@ -801,33 +919,63 @@ class AdaLRS:
         self._phase = "search"
         self._scale = tr.base_scale
         self._theta = eager_theta(self._theta)
+        if self.config.two_sided:
+            self._direction = next_direction(tr.direction, Verdict.INCONCLUSIVE)
         self._win.reset()
         self._win_x.clear()
         self._win_y.clear()
-        self._event(emitted, step, "inconclusive", tr.base_scale, theta=self._theta, **info)
+        self._event(
+            emitted,
+            step,
+            "inconclusive",
+            tr.base_scale,
+            theta=self._theta,
+            direction=tr.direction,
+            **info,
+        )
         return Action.CONTINUE
 
     def _fail_trial(self, step: int, emitted: list, reason: str, **info: Any) -> Action:
+        """A failed trial. The paper: restore and downscale by 1/beta'. Two-sided: back to the
+        pre-trial scale, a smaller factor in this direction, the next trial the other way.
+        ``restore="regressed"``: restore only when the trial regressed (or the loss was not
+        finite)."""
+        c = self.config
         tr = self._trial
         s0 = tr.base_scale
-        self._scale = self._downscale(step, s0)
+        restore = (
+            c.restore == "always"
+            or reason == "nonfinite_loss"
+            or info.get("l_new", math.inf) >= tr.loss_before
+        )
+        if c.two_sided:
+            self._scale = s0
+            self._factors[tr.direction] = shrunk_factor(
+                self._factors[tr.direction], c.factor_shrink
+            )
+            self._direction = next_direction(tr.direction, Verdict.BACKTRACK)
+        else:
+            self._scale = self._downscale(step, s0)
         self._adjustments += 1
         self._trial = None
         self._phase = "search"
         self._reset_history()
         kind = "nonfinite_loss" if reason == "nonfinite_loss" else "backtrack"
+        outcome = "restore" if restore else "continue"
+        outcome += "" if c.two_sided else "_and_downscale"
         self._event(
             emitted,
             step,
             kind,
             s0,
             reason=reason,
-            restore_step=self._snapshot_step,
+            restore_step=self._snapshot_step if restore else None,
             tried_scale=tr.tried_scale,
-            outcome="restore_and_downscale",
+            outcome=outcome,
+            direction=tr.direction,
             **info,
         )
-        return Action.RESTORE
+        return Action.RESTORE if restore else Action.CONTINUE
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
@@ -853,6 +1001,9 @@ class AdaLRS:
             "snapshot_step": self._snapshot_step,
             "adjustments": self._adjustments,
             "events": self.events,
+            "direction": self._direction,
+            "factor_up": self._factors["up"],
+            "factor_down": self._factors["down"],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -863,13 +1014,14 @@ class AdaLRS:
         missing = [k for k in _STATE_KEYS if k not in state]
         if missing:
             raise ValueError(f"AdaLRS state_dict is missing keys {missing}")
-        if state["version"] != STATE_VERSION:
+        if state["version"] not in (1, STATE_VERSION):
             raise ValueError(
                 f"AdaLRS state_dict version is {state['version']!r}, but this code reads "
-                f"version {STATE_VERSION}"
+                f"versions 1 and {STATE_VERSION}"
             )
         mine = self.config.to_dict()
-        theirs = dict(state["config"])
+        # a config saved before a field existed was made with the paper's value of it
+        theirs = {**_V1_FIELDS, **dict(state["config"])}
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if diff:
             detail = ", ".join(
@@ -910,6 +1062,14 @@ class AdaLRS:
             )
             self._adjustments = int(state["adjustments"])
             self._events = [dict(e) for e in state["events"]]
+            direction = state.get("direction", "up")
+            if direction not in ("up", "down"):
+                raise ValueError(f"direction is {direction!r}, not 'up' or 'down'")
+            self._direction = str(direction)
+            self._factors = {
+                "up": float(state.get("factor_up", self.config.alpha)),
+                "down": float(state.get("factor_down", self.config.beta)),
+            }
         except (TypeError, ValueError, KeyError) as exc:
             raise ValueError(f"AdaLRS state_dict is corrupt: {exc}") from exc
         if len(self._win_x) != len(self._win_y) or len(self._val_xs) != len(self._val_ys):

@@ -44,10 +44,14 @@ __all__ = [
     "loss_rose_twice",
     "nearest_window",
     "needs_corner_case",
+    "next_direction",
+    "regression_reference",
     "ramp_scale",
     "rectified_alpha",
     "rectified_beta_divisor",
     "reference_windows",
+    "shrunk_factor",
+    "trial_factor",
     "regress_guard_trips",
     "relaxed_theta",
     "slope_error_bound",
@@ -150,6 +154,28 @@ def eager_theta(theta: float) -> float:
     return (theta + 1.0) / 2.0
 
 
+def trial_factor(direction: str, alpha: float, beta: float, lam: float, t: int) -> float:
+    """The rectified factor of a trial in ``direction``: alpha' for ``"up"``, 1/beta' (the
+    divisor) for ``"down"``; both decay with lambda^t as the paper's."""
+    if direction == "up":
+        return rectified_alpha(alpha, lam, t)
+    return rectified_beta_divisor(beta, lam, t)
+
+
+def next_direction(direction: str, verdict: Verdict) -> str:
+    """Two-sided search (not in the paper): a kept trial keeps its direction; a failed or
+    inconclusive one turns the search around."""
+    if verdict is Verdict.KEEP:
+        return direction
+    return "down" if direction == "up" else "up"
+
+
+def shrunk_factor(factor: float, exponent: float) -> float:
+    """factor ** exponent: after a failed trial the two-sided search tries a smaller step in
+    that direction (``exponent`` 0.5 halves it on a log scale; 1 keeps it)."""
+    return factor**exponent
+
+
 # ---------------------------------------------------------------- ramp
 def ramp_scale(base: float, target: float, i: int, n: int, shape: str) -> float:
     """The scale at ramp step ``i`` of ``n`` from s (``base``) to s * alpha' (``target``):
@@ -235,6 +261,33 @@ def corner_case_verdict(l_new: float, window_means: Sequence[float]) -> Verdict:
     return Verdict.INCONCLUSIVE
 
 
+def regression_reference(windows: Sequence[WindowStat], l_new: float) -> WindowStat:
+    """v_ref predicted at L_new by a least-squares line of velocity on mean loss through the
+    (non-overlapping) windows of H; not in the paper.
+
+    The paper's nearest window rests on one window's noisy slope, is often the window that
+    triggered the trial (selected for its low slope), and has no match at all when L_new is
+    below every window (then its corner case keeps any trial that did not stop the descent).
+    The line uses every window and extrapolates. The prediction is sum_i c_i v_i with
+    c_i = 1/n + (L_new - mean)(L_i - mean) / Sxx, so its standard error is
+    sqrt(sum_i c_i^2 se_i^2) (the windows do not overlap, so their slopes are independent).
+    With one window, or windows at one level, it is their mean velocity.
+    Returns a :class:`WindowStat` with ``mean = L_new`` and ``start = -1``.
+    """
+    if not windows:
+        raise ValueError("windows is empty, but must hold at least one k-window of H")
+    n = len(windows)
+    xbar = sum(w.mean for w in windows) / n
+    sxx = sum((w.mean - xbar) ** 2 for w in windows)
+    if sxx > 0:
+        coef = [1 / n + (l_new - xbar) * (w.mean - xbar) / sxx for w in windows]
+    else:
+        coef = [1 / n] * n
+    v = sum(c * w.velocity for c, w in zip(coef, windows))
+    se = sum((c * w.se) ** 2 for c, w in zip(coef, windows)) ** 0.5
+    return WindowStat(l_new, v, se, -1)
+
+
 def slope_error_bound(
     se_new: float,
     se_ref: float,
@@ -278,12 +331,18 @@ def judge_trial(
     error_factor: float = 1.0,
     error_floor: float = 0.0,
     regress_guard: bool = True,
+    reference: str = "nearest",
 ) -> TrialVerdict:
     """The verdict on a trial from its validation window (v_new, its standard error, L_new) and
     the candidate reference windows of H: L_ref by :func:`nearest_window`; the corner case if
-    it is not comparable, else the slope test with e; then the regress guard."""
-    ref = nearest_window(windows, l_new)
-    if needs_corner_case(ref.mean, l_new, comparable_rtol):
+    it is not comparable, else the slope test with e; then the regress guard. With
+    ``reference="regression"`` v_ref comes from :func:`regression_reference` (``windows`` must
+    not overlap) and there is no corner case."""
+    if reference == "regression":
+        ref = regression_reference(windows, l_new)
+    else:
+        ref = nearest_window(windows, l_new)
+    if reference != "regression" and needs_corner_case(ref.mean, l_new, comparable_rtol):
         e = None
         corner = True
         verdict = corner_case_verdict(l_new, [w.mean for w in windows])
