@@ -1,0 +1,201 @@
+"""AdaLRS configurations on both simulator modes: final LR / optimum and final loss against the
+constant run from the same start, over seeds and starting LRs (issue 13's goals).
+
+Modes (each with its own same-start constant runs, so every figure is a ratio within one run):
+
+* ``basic``: ``LossSimulator`` (the paper's Hypothesis 1 only), constant base LR, 8,000 steps,
+  window 100, search [0.1, 0.4].
+* ``lm``: ``LMLossSimulator`` (lagged LR noise term, stable-but-slow large LRs, weight growth;
+  calibrated to the tiny LM by ``benchmarks/sim_calibrate.py``), WSD base schedule, 2,000
+  steps, window 64, search [0.05, 0.4] (the tiny LM's Tune setting, docs/compare.md).
+
+Losses are the simulators' noise-free levels at the last step. Goals (issue 13): from 1x, final
+loss within 0.5% of the constant run and final LR within [2/3, 3/2] x; from 1/10 and 10x,
+final LR within 2x of the optimum and final loss below the constant run; each on >= 90% of seeds.
+
+    python benchmarks/sim_modes.py [--seeds 40] [--configs paper,default] [--modes basic,lm]
+        [--config name=field:value,field:value ...] [--out table.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from adalrs_ray.core.controller import AdaLRSConfig
+from adalrs_ray.core.lm_simulator import LMLossSimulator, wsd_schedule
+from adalrs_ray.core.simulator import LossSimulator, simulate
+
+STARTS = (0.1, 1 / 3, 1.0, 3.0, 10.0)
+
+# named configurations: the fields they set on top of the paper's rule
+CONFIGS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "default": "default",  # AdaLRSConfig's own defaults
+    "two_sided": {"two_sided": True, "factor_shrink": 0.5},
+    "restore_regressed": {"restore": "regressed"},
+    "settle": {"settle_steps": "window/2"},
+    "regression": {"reference": "regression"},
+    "two_sided+regression": {"two_sided": True, "factor_shrink": 0.5, "reference": "regression"},
+    "two_sided+settle": {"two_sided": True, "factor_shrink": 0.5, "settle_steps": "window/2"},
+    "two_sided+restore": {"two_sided": True, "factor_shrink": 0.5, "restore": "regressed"},
+    "all": {
+        "two_sided": True,
+        "factor_shrink": 0.5,
+        "restore": "regressed",
+        "settle_steps": "window/2",
+        "reference": "regression",
+    },
+}
+# "all" without one field at a time: what each adds to the others
+for _field in ("two_sided", "restore", "settle_steps", "reference"):
+    CONFIGS[f"all-{_field}"] = {
+        k: v
+        for k, v in CONFIGS["all"].items()
+        if k != _field and not (_field == "two_sided" and k == "factor_shrink")
+    }
+
+
+class Mode:
+    def __init__(self, name, make, schedule, total, window, start_ratio, end_ratio, final):
+        self.name, self.make, self.schedule = name, make, schedule
+        self.total, self.window = total, window
+        self.start_ratio, self.end_ratio = start_ratio, end_ratio
+        self.final: Callable[[Any], float] = final
+
+
+MODES = {
+    "basic": Mode(
+        "basic",
+        lambda seed: LossSimulator(seed=seed),
+        lambda lr, total: lr,
+        8000,
+        100,
+        0.1,
+        0.4,
+        lambda sim: sim.loss,
+    ),
+    "lm": Mode(
+        "lm",
+        lambda seed: LMLossSimulator(seed=seed),
+        wsd_schedule,
+        2000,
+        64,
+        0.05,
+        0.4,
+        lambda sim: sim.expected_loss,
+    ),
+}
+
+
+def make_config(mode: Mode, fields: dict[str, Any] | str) -> AdaLRSConfig:
+    base = {
+        "total_steps": mode.total,
+        "window": mode.window,
+        "start_ratio": mode.start_ratio,
+        "end_ratio": mode.end_ratio,
+    }
+    if fields == "default":
+        return AdaLRSConfig(**base)
+    fields = {k: (mode.window // 2 if v == "window/2" else v) for k, v in fields.items()}
+    return AdaLRSConfig.paper(**base) if not fields else _beyond(base, fields)
+
+
+def _beyond(base: dict[str, Any], fields: dict[str, Any]) -> AdaLRSConfig:
+    paper = AdaLRSConfig.paper(**base).to_dict()
+    return AdaLRSConfig(**{**paper, **fields})
+
+
+def parse_value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def run_cell(mode: Mode, cfg: AdaLRSConfig, start: float, seeds: range, fixed: dict) -> dict:
+    ratios, rel = [], []
+    for seed in seeds:
+        sim = mode.make(seed)
+        lr = mode.schedule(sim.lr_opt * start, mode.total)
+        res = simulate(sim, lr, cfg)
+        ratios.append(res.final_scale * start)
+        rel.append(mode.final(sim) / fixed[(start, seed)] - 1.0)
+    if start == 1.0:
+        ok = [abs(d) <= 0.005 and 2 / 3 <= r <= 1.5 for r, d in zip(ratios, rel)]
+    else:
+        ok = [0.5 <= r <= 2 and d < 0 for r, d in zip(ratios, rel)]
+    return {
+        "lr_median": statistics.median(ratios),
+        "lr_lo": min(ratios),
+        "lr_hi": max(ratios),
+        "rel_median": statistics.median(rel),
+        "better": sum(d < 0 for d in rel) / len(rel),
+        "goal": sum(ok) / len(ok),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=40)
+    p.add_argument("--configs", default="paper,default")
+    p.add_argument("--modes", default="basic,lm")
+    p.add_argument("--starts", default=",".join(f"{s:g}" for s in STARTS))
+    p.add_argument("--config", action="append", default=[], help="name=field:value,...")
+    p.add_argument("--out", default=None, help="also write the Markdown table here")
+    args = p.parse_args()
+    configs = dict(CONFIGS)
+    for spec in args.config:
+        name, _, body = spec.partition("=")
+        fields = {}
+        for item in filter(None, body.split(",")):
+            key, _, value = item.partition(":")
+            fields[key] = parse_value(value)
+        configs[name] = fields
+    names = args.configs.split(",")
+    unknown = [n for n in names if n not in configs]
+    if unknown:
+        raise SystemExit(f"unknown configs {unknown}; known: {sorted(configs)}")
+    starts = [
+        float(s) if "/" not in s else 1 / float(s.split("/")[1]) for s in args.starts.split(",")
+    ]
+    seeds = range(args.seeds)
+    lines = [
+        "| mode | config | start | final LR / opt: median [min, max] | final loss vs constant: "
+        "median | below constant | goal met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    t0 = time.time()
+    for mname in args.modes.split(","):
+        mode = MODES[mname]
+        fixed = {}
+        for start in starts:
+            for seed in seeds:
+                sim = mode.make(seed)
+                simulate(sim, mode.schedule(sim.lr_opt * start, mode.total), None, mode.total)
+                fixed[(start, seed)] = mode.final(sim)
+        for name in names:
+            cfg = make_config(mode, configs[name])
+            for start in starts:
+                c = run_cell(mode, cfg, start, seeds, fixed)
+                line = (
+                    f"| {mname} | {name} | {start:.3g} | {c['lr_median']:.2f} "
+                    f"[{c['lr_lo']:.2f}, {c['lr_hi']:.2f}] | {c['rel_median']:+.2%} | "
+                    f"{c['better']:.0%} | {c['goal']:.0%} |"
+                )
+                lines.append(line)
+                print(line, flush=True)
+    print(f"({args.seeds} seeds, {time.time() - t0:.0f} s)")
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

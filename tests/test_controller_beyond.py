@@ -1,0 +1,314 @@
+"""The controller's fields beyond the paper (issue 13, item 2): two-sided trials, factor
+shrinking, min_trial_factor, the settle phase, restore only on regress, the regression
+reference; AdaLRSConfig.paper(); state version 2 and reading version 1. Each test drives
+``AdaLRS.observe`` with a hand-made stream (tests/controller_streams.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from controller_streams import K, cfg, feed, kinds, line
+
+from adalrs_ray.core.controller import Action, AdaLRS, AdaLRSConfig
+from adalrs_ray.core.decisions import (
+    Verdict,
+    WindowStat,
+    judge_trial,
+    next_direction,
+    regression_reference,
+    shrunk_factor,
+    trial_factor,
+)
+from adalrs_ray.core.simulator import LossSimulator
+
+# as in tests/test_controller_branches.py: a trial starts at step 19 (v 0.1 < 0.9 x 0.5)
+TRIGGER = line(10.0, 0.5) + line(5.4, 0.1)
+RAMP = [4.4] * K
+FASTER = line(5.7, 0.2)  # mean 4.80, twice the reference's velocity: keep
+SLOWER = line(5.3, 0.05)  # mean 5.075 > L_before 4.95: backtrack (and regressed)
+SLOWER_BUT_LOWER = line(4.9, 0.01)  # mean 4.855 < L_before 4.95, velocity 0.01: backtrack
+TWO_SIDED = dict(two_sided=True, factor_shrink=0.5)
+
+
+def beta_at(t: int) -> float:
+    return max(2.0 * 0.99**t, 1.0)
+
+
+def alpha_at(t: int) -> float:
+    return max(3.0 * 0.99**t, 1.0)
+
+
+def events(ctl: AdaLRS, kind: str) -> list[dict]:
+    return [e for e in ctl.events if e["kind"] == kind]
+
+
+# ---------------------------------------------------------------- AdaLRSConfig.paper
+def test_paper_is_todays_default_and_refuses_beyond_the_paper_fields():
+    whole = dict(window=K, start_ratio=0.0, end_ratio=1.0)
+    paper = AdaLRSConfig.paper(100, **whole)
+    assert paper == AdaLRSConfig(total_steps=100, **whole)
+    assert paper.is_paper
+    assert not AdaLRSConfig(total_steps=100, settle_steps=3, **whole).is_paper
+    assert AdaLRSConfig.paper(100, alpha=2.0, beta=1.5, **whole).alpha == 2.0
+    with pytest.raises(ValueError, match="two_sided"):
+        AdaLRSConfig.paper(100, two_sided=True, **whole)
+    AdaLRSConfig.paper(100, two_sided=False, **whole)  # the paper's value is accepted
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("two_sided", "yes"),
+        ("two_sided", 1),
+        ("factor_shrink", 0.0),
+        ("factor_shrink", 1.5),
+        ("factor_shrink", math.nan),
+        ("min_trial_factor", 0.9),
+        ("min_trial_factor", "2"),
+        ("settle_steps", -1),
+        ("settle_steps", 2.5),
+        ("restore", "sometimes"),
+        ("reference", "median"),
+    ],
+)
+def test_beyond_the_paper_fields_are_validated(field, value):
+    with pytest.raises(ValueError, match=field):
+        cfg(**{field: value})
+
+
+def test_settle_steps_count_in_the_room_a_trial_needs():
+    AdaLRSConfig(total_steps=100, window=10, start_ratio=0.0, end_ratio=0.4)  # 40 = 3k + ramp
+    with pytest.raises(ValueError, match="settle 1"):
+        AdaLRSConfig(total_steps=100, window=10, start_ratio=0.0, end_ratio=0.4, settle_steps=1)
+
+
+# ---------------------------------------------------------------- pure functions
+def test_trial_factor_direction_and_shrink():
+    assert trial_factor("up", 3.0, 2.0, 0.99, 4) == pytest.approx(alpha_at(4))
+    assert trial_factor("down", 3.0, 2.0, 0.99, 4) == pytest.approx(beta_at(4))
+    assert next_direction("up", Verdict.KEEP) == "up"
+    assert next_direction("down", Verdict.KEEP) == "down"
+    assert next_direction("up", Verdict.BACKTRACK) == "down"
+    assert next_direction("down", Verdict.INCONCLUSIVE) == "up"
+    assert shrunk_factor(9.0, 0.5) == pytest.approx(3.0)
+    assert shrunk_factor(3.0, 1.0) == 3.0
+
+
+def _windows(means, velocities, ses):
+    return [WindowStat(m, v, s, i * K) for i, (m, v, s) in enumerate(zip(means, velocities, ses))]
+
+
+def test_regression_reference_is_the_least_squares_line_and_its_standard_error():
+    means, vels, ses = [6.0, 5.0, 4.5, 4.2], [0.40, 0.22, 0.18, 0.10], [0.02, 0.03, 0.01, 0.04]
+    for l_new in (4.0, 4.8, 3.0):  # inside the range and extrapolated below it
+        ref = regression_reference(_windows(means, vels, ses), l_new)
+        slope, intercept = np.polyfit(means, vels, 1)
+        assert ref.velocity == pytest.approx(slope * l_new + intercept)
+        # the prediction is linear in the window velocities: its se from the coefficients
+        x = np.array(means)
+        c = 1 / len(x) + (l_new - x.mean()) * (x - x.mean()) / ((x - x.mean()) ** 2).sum()
+        assert ref.se == pytest.approx(float(np.sqrt(((c * np.array(ses)) ** 2).sum())))
+        assert (ref.mean, ref.start) == (l_new, -1)
+
+
+def test_regression_reference_of_windows_at_one_level_is_their_mean():
+    ref = regression_reference(_windows([5.0, 5.0], [0.2, 0.4], [0.02, 0.02]), 3.0)
+    assert ref.velocity == pytest.approx(0.3)
+    assert ref.se == pytest.approx(math.sqrt(2) * 0.01)
+    with pytest.raises(ValueError, match="empty"):
+        regression_reference([], 3.0)
+
+
+def test_regression_reference_has_no_corner_case():
+    ws = _windows([6.0, 5.0], [0.4, 0.2], [0.01, 0.01])
+    # L_new far below H: the paper's corner case keeps; the line predicts v_ref = 0 at 4.0
+    near = judge_trial(0.05, 0.01, 4.0, ws, 5.0, comparable_rtol=0.05)
+    assert (near.verdict, near.corner_case) == (Verdict.KEEP, True)
+    reg = judge_trial(0.03, 0.01, 4.0, ws, 5.0, comparable_rtol=0.05, reference="regression")
+    assert reg.corner_case is False and reg.v_ref == pytest.approx(0.0)
+    assert reg.verdict is Verdict.INCONCLUSIVE  # 0.03 is within 2e = 2 x 0.022 of 0
+    faster = judge_trial(0.2, 0.01, 4.0, ws, 5.0, comparable_rtol=0.05, reference="regression")
+    assert faster.verdict is Verdict.KEEP
+
+
+# ---------------------------------------------------------------- two-sided trials
+def _failed_up(**kw) -> AdaLRS:
+    ctl = AdaLRS(cfg(**TWO_SIDED, **kw))
+    feed(ctl, TRIGGER + RAMP, 0)
+    d = feed(ctl, SLOWER, 30)[-1]
+    assert d.action is Action.RESTORE
+    return ctl
+
+
+def test_a_failed_upscale_returns_to_the_pre_trial_scale_and_turns_the_search_down():
+    ctl = _failed_up()
+    (bt,) = events(ctl, "backtrack")
+    assert (bt["direction"], bt["scale_before"], bt["scale_after"]) == ("up", 1.0, 1.0)
+    assert bt["outcome"] == "restore"
+    sd = ctl.state_dict()
+    assert sd["direction"] == "down"
+    assert sd["factor_up"] == pytest.approx(3.0**0.5) and sd["factor_down"] == 2.0
+    # the paper's rule downscales blindly on the same stream
+    paper = AdaLRS(cfg())
+    feed(paper, TRIGGER + RAMP + SLOWER, 0)
+    assert paper.scale == pytest.approx(1 / beta_at(3))
+
+
+def test_the_next_trial_goes_down_without_an_early_stop_and_a_kept_one_keeps_going_down():
+    ctl = _failed_up()
+    feed(ctl, line(5.0, 0.5) + line(0.4 + 4.6, 0.1), 40)  # a new H whose velocity decays
+    (_, start) = events(ctl, "trial_start")
+    assert start["direction"] == "down" and start["step"] == 59
+    assert start["target_scale"] == pytest.approx(1 / beta_at(6))
+    # ramp losses above max(H) stop an upscale's ramp, never a downscale's
+    feed(ctl, [20.0] * K, 60)
+    assert not events(ctl, "ramp_early_stop")
+    assert ctl.phase == "validate" and ctl.scale == pytest.approx(1 / beta_at(6))
+    d = feed(ctl, line(4.75, 0.2), 70)[-1]  # mean 3.85, ahead of the line through H
+    assert d.action is Action.CONTINUE
+    keep = events(ctl, "keep")[-1]
+    assert keep["direction"] == "down" and ctl.scale == pytest.approx(1 / beta_at(6))
+    assert ctl.state_dict()["direction"] == "down"
+
+
+def test_an_inconclusive_trial_turns_the_search_around_without_shrinking():
+    ctl = AdaLRS(cfg(**TWO_SIDED, error_floor=1.0))  # e = 1: no slope test decides
+    feed(ctl, TRIGGER + RAMP + line(5.3, 0.1), 0)  # mean 4.85 < L_before: guard silent
+    assert kinds(ctl)[-1] == "inconclusive"
+    sd = ctl.state_dict()
+    assert (sd["direction"], sd["factor_up"], ctl.scale) == ("down", 3.0, 1.0)
+
+
+def test_min_trial_factor_stops_a_direction_and_then_the_search():
+    after = line(5.0, 0.5) + line(5.0, 0.1) + line(4.0, 0.01) * 3
+    ctl = _failed_up(min_trial_factor=2.5)  # down (beta 2) never qualifies; up shrank to 1.73
+    feed(ctl, after, 40)
+    assert kinds(ctl).count("trial_start") == 1
+    free = _failed_up()  # the same stream starts the down trial when nothing stops it
+    feed(free, after, 40)
+    assert kinds(free).count("trial_start") == 2
+    # the paper's rule with min_trial_factor above alpha never starts a trial
+    paper = AdaLRS(cfg(min_trial_factor=3.5))
+    feed(paper, TRIGGER + RAMP, 0)
+    assert "trial_start" not in kinds(paper)
+
+
+# ---------------------------------------------------------------- settle phase
+def test_settle_steps_are_not_fitted():
+    ctl = AdaLRS(cfg(settle_steps=4))
+    feed(ctl, TRIGGER + RAMP, 0)
+    assert ctl.phase == "validate"
+    feed(ctl, [9.0] * 4, 30)  # the transient after the ramp: ignored
+    assert "keep" not in kinds(ctl)
+    feed(ctl, FASTER, 34)
+    keep = events(ctl, "keep")[-1]
+    assert keep["l_new"] == pytest.approx(np.mean(FASTER))
+    assert keep["step"] == 43
+
+
+def test_a_nonfinite_loss_while_settling_fails_the_trial():
+    ctl = AdaLRS(cfg(settle_steps=4))
+    feed(ctl, TRIGGER + RAMP + [9.0], 0)
+    assert ctl.observe(31, math.nan).action is Action.RESTORE
+
+
+# ---------------------------------------------------------------- restore policy
+@pytest.mark.parametrize(
+    "restore, validation, action",
+    [
+        ("always", SLOWER_BUT_LOWER, Action.RESTORE),
+        ("regressed", SLOWER_BUT_LOWER, Action.CONTINUE),  # progress made: keep its steps
+        ("regressed", SLOWER, Action.RESTORE),  # mean 5.075 >= L_before 4.95
+    ],
+)
+def test_restore_regressed_keeps_the_steps_of_a_failed_trial_that_made_progress(
+    restore, validation, action
+):
+    ctl = AdaLRS(cfg(restore=restore))
+    feed(ctl, TRIGGER + RAMP, 0)
+    d = feed(ctl, validation, 30)[-1]
+    assert d.action is action
+    bt = events(ctl, "backtrack")[-1]
+    assert ctl.scale == pytest.approx(1 / beta_at(3))  # the paper's downscale either way
+    restored = action is Action.RESTORE
+    assert bt["outcome"] == ("restore" if restored else "continue") + "_and_downscale"
+    assert (bt["restore_step"] is not None) == restored
+
+
+def test_restore_regressed_still_restores_a_nonfinite_trial():
+    ctl = AdaLRS(cfg(restore="regressed"))
+    feed(ctl, TRIGGER + RAMP[:3], 0)
+    assert ctl.observe(23, math.inf).action is Action.RESTORE
+
+
+# ---------------------------------------------------------------- state versions
+@pytest.mark.parametrize("seed, verdicts", [(2, {"backtrack"}), (3, {"keep"})])
+def test_resume_in_a_two_sided_run_makes_the_same_decisions(seed, verdicts):
+    config = AdaLRSConfig(
+        total_steps=3000,
+        window=60,
+        **TWO_SIDED,
+        settle_steps=20,
+        restore="regressed",
+        reference="regression",
+    )
+    sim = LossSimulator(seed=seed, noise=0.05)
+    losses = [sim.step(sim.lr_opt * 0.5) for t in range(3000)]
+    whole = AdaLRS(config)
+    feed(whole, losses, 0)
+    assert verdicts <= set(kinds(whole)) and "inconclusive" in kinds(whole)
+    assert {e.get("direction") for e in whole.events} >= {"up", "down"}
+    for cut in range(300, 1200, 37):
+        first = AdaLRS(config)
+        feed(first, losses[:cut], 0)
+        state = json.loads(json.dumps(first.state_dict()))
+        second = AdaLRS(config)
+        second.load_state_dict(state)
+        feed(second, losses[cut:], cut)
+        assert second.events == whole.events and second.scale == whole.scale
+
+
+def test_a_version_1_state_loads_into_the_papers_config_and_resumes():
+    config = AdaLRSConfig.paper(100, window=K, start_ratio=0.0, end_ratio=1.0)
+    ctl = AdaLRS(config)
+    feed(ctl, TRIGGER + RAMP[:4], 0)
+    v1 = ctl.state_dict()
+    v1["version"] = 1
+    for key in ("direction", "factor_up", "factor_down"):
+        del v1[key]
+    for key in (
+        "two_sided",
+        "factor_shrink",
+        "min_trial_factor",
+        "settle_steps",
+        "restore",
+        "reference",
+    ):
+        del v1["config"][key]
+    v1["trial"] = {k: v for k, v in v1["trial"].items() if k not in ("direction", "settle")}
+    resumed = AdaLRS(config)
+    resumed.load_state_dict(v1)
+    rest = RAMP[4:] + FASTER
+    feed(ctl, rest, 24)
+    feed(resumed, rest, 24)
+    assert resumed.events == ctl.events
+    # a version-1 checkpoint was made with the paper's rule: a two-sided config refuses it
+    with pytest.raises(ValueError, match="two_sided"):
+        AdaLRS(cfg(**TWO_SIDED)).load_state_dict(v1)
+
+
+@pytest.mark.parametrize("version", [0, 3])
+def test_unknown_state_versions_are_refused(version):
+    ctl = AdaLRS(cfg())
+    state = {**ctl.state_dict(), "version": version}
+    with pytest.raises(ValueError, match="version"):
+        AdaLRS(cfg()).load_state_dict(state)
+
+
+def test_a_bad_direction_in_the_state_is_refused():
+    ctl = AdaLRS(cfg())
+    with pytest.raises(ValueError, match="direction"):
+        AdaLRS(cfg()).load_state_dict({**ctl.state_dict(), "direction": "left"})
