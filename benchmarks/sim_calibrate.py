@@ -2,7 +2,8 @@
 
 The targets are the tiny LM's setting F (WSD, batch 64, 2,000 steps, lr_grid = 3.16e-3;
 docs/lm_task.md): the final training loss of each fixed LR of the grid minus the best one's,
-the weight growth after 600 steps at 10 x lr_grid (``benchmarks/lm_weight_norms.py``: 3.4-8.2x),
+the weight growth after 600 steps at 10 x lr_grid (``benchmarks/lm_weight_norms.py``: 3.4-8.2x;
+``--factor 3``: 1.41-3.47x after 600 steps, 1.24-4.03x after 160),
 the best LR to continue a model trained 600 steps at 10x ("about 5x", F and G of
 docs/lm_task.md), and the sign of the transient after an LR change. Noise-free losses (the
 mean over seeds of the observed loss would only add noise).
@@ -45,6 +46,10 @@ def main() -> None:
     sim = make()
     run(sim, lambda _t: opt * 10, 600)
     print(f"weight factor after 600 steps at 10x: {sim.weight_factor:.2f} (LM: 3.4-8.2)")
+    for steps, lm in ((600, "1.41-3.47"), (160, "1.24-4.03")):
+        s3 = make()
+        run(s3, lambda _t: opt * 3, steps)
+        print(f"weight factor after {steps} steps at 3x: {s3.weight_factor:.2f} (LM: {lm})")
     state = sim.state_dict()
     conts = {}
     for r in (1.0, 2.0, 2.76, 5.0, 10.0):
