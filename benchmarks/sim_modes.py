@@ -49,6 +49,20 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "settle_steps": "window/2",
         "reference": "regression",
     },
+    "trajectory": {"two_sided": True, "factor_shrink": 0.5, "reference": "trajectory"},
+    "trajectory+restore_regressed": {
+        "two_sided": True,
+        "factor_shrink": 0.5,
+        "restore": "regressed",
+        "reference": "trajectory",
+    },
+    "trajectory-two_sided": {"reference": "trajectory"},
+    "trajectory+settle": {
+        "two_sided": True,
+        "factor_shrink": 0.5,
+        "reference": "trajectory",
+        "settle_steps": "window/2",
+    },
 }
 # "all" without one field at a time: what each adds to the others
 for _field in ("two_sided", "restore", "settle_steps", "reference"):

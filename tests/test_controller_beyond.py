@@ -14,12 +14,15 @@ from controller_streams import K, cfg, feed, kinds, line
 
 from adalrs_ray.core.controller import Action, AdaLRS, AdaLRSConfig
 from adalrs_ray.core.decisions import (
+    TrajectoryRef,
     Verdict,
     WindowStat,
     judge_trial,
+    judge_trial_by_level,
     next_direction,
     regression_reference,
     shrunk_factor,
+    trajectory_reference,
     trial_factor,
 )
 from adalrs_ray.core.simulator import LossSimulator
@@ -72,6 +75,7 @@ def test_paper_is_todays_default_and_refuses_beyond_the_paper_fields():
         ("settle_steps", 2.5),
         ("restore", "sometimes"),
         ("reference", "median"),
+        ("reference", "Trajectory"),
     ],
 )
 def test_beyond_the_paper_fields_are_validated(field, value):
@@ -312,3 +316,77 @@ def test_a_bad_direction_in_the_state_is_refused():
     ctl = AdaLRS(cfg())
     with pytest.raises(ValueError, match="direction"):
         AdaLRS(cfg()).load_state_dict({**ctl.state_dict(), "direction": "left"})
+
+
+# ---------------------------------------------------------------- trajectory reference
+def test_trajectory_reference_extrapolates_a_line_in_log_steps_with_its_standard_error():
+    hx = list(range(100, 140))
+    noise = [0.01 * (-1) ** i for i in range(40)]
+    hy = [3.0 - 0.5 * math.log(x + 1) + d for x, d in zip(hx, noise)]
+    vx = list(range(160, 170))
+    ref = trajectory_reference(hx, hy, vx)
+    X = np.log(np.array(hx) + 1.0)
+    b, a = np.polyfit(X, hy, 1)
+    x0 = float(np.mean(np.log(np.array(vx) + 1.0)))
+    assert ref.level == pytest.approx(a + b * x0)
+    s = math.sqrt(float(np.sum((np.array(hy) - a - b * X) ** 2)) / 38)
+    sxx = float(np.sum((X - X.mean()) ** 2))
+    assert ref.se == pytest.approx(s * math.sqrt(1 / 40 + (x0 - X.mean()) ** 2 / sxx))
+    assert ref.velocity == pytest.approx(-b / (np.mean(vx) + 1))
+    with pytest.raises(ValueError, match=">= 3"):
+        trajectory_reference([1, 2], [3.0, 2.0], [5])
+    with pytest.raises(ValueError, match="more than one step"):
+        trajectory_reference([4, 4, 4], [3.0, 2.0, 1.0], [5])
+
+
+@pytest.mark.parametrize(
+    "l_new, verdict", [(2.0, Verdict.KEEP), (2.5, Verdict.INCONCLUSIVE), (2.9, Verdict.BACKTRACK)]
+)
+def test_judge_trial_by_level_compares_the_mean_with_the_prediction(l_new, verdict):
+    ref = TrajectoryRef(level=2.5, se=0.03, velocity=0.001)
+    j = judge_trial_by_level(l_new, 0.04, 0.002, ref, l_before=3.0)
+    assert j.verdict is verdict and j.e == pytest.approx(0.05)  # hypot(0.03, 0.04)
+    assert (j.l_ref, j.v_ref, j.corner_case) == (2.5, 0.001, False)
+    guarded = judge_trial_by_level(l_new, 0.04, 0.002, ref, l_before=2.0)
+    # the guard marks only the verdicts it overturned
+    assert guarded.verdict is Verdict.BACKTRACK
+    assert guarded.regressed == (verdict is not Verdict.BACKTRACK)
+
+
+def _log_curve(start: int, n: int, level: float = 0.0) -> list[float]:
+    return [level + 4.0 - 0.5 * math.log(x + 1) for x in range(start, start + n)]
+
+
+def test_the_trajectory_reference_keeps_a_trial_ahead_of_the_curve_and_drops_one_on_it():
+    ahead = AdaLRS(cfg(reference="trajectory"))
+    feed(ahead, TRIGGER + RAMP, 0)
+    # H (steps 0-19) is TRIGGER; the validation below its log-line by 0.5 is kept
+    hx = list(range(20))
+    ref = trajectory_reference(hx, TRIGGER, list(range(30, 40)))
+    feed(ahead, [ref.level - 0.5] * K, 30)
+    keep = events(ahead, "keep")[-1]
+    assert keep["l_ref"] == pytest.approx(ref.level) and keep["e"] > 0
+    on = AdaLRS(cfg(reference="trajectory"))
+    feed(on, TRIGGER + RAMP, 0)
+    feed(on, [ref.level] * K, 30)
+    assert kinds(on)[-1] in ("inconclusive", "backtrack")
+
+
+def test_the_trajectory_fit_counts_model_steps_after_a_restore():
+    """After a restore the loop's steps run ahead of the model's by the discarded steps; the
+    trajectory is fitted on the model's, so a curve continued from the restored model is on
+    the line and a trial that only matches it is not kept."""
+    config = cfg(reference="trajectory", total_steps=400, two_sided=True, error_floor=0.0)
+    ctl = AdaLRS(config)
+    feed(ctl, TRIGGER + RAMP, 0)
+    d = feed(ctl, line(5.3, 0.05), 30)[-1]  # regressed: restore to step 19
+    assert d.action is Action.RESTORE and ctl.state_dict()["discarded_steps"] == 39 - 19
+    # the model continues from step 20 of its own time, the loop from step 40
+    model = [20.0 - 3.0 * math.log(t + 1) for t in range(20, 120)]
+    feed(ctl, model[:20], 40)  # two windows; their velocity decays: a trial (down) starts
+    starts = events(ctl, "trial_start")
+    assert len(starts) == 2 and starts[-1]["direction"] == "down"
+    feed(ctl, model[20:40], 60)  # ramp and validation follow the same curve: no gain
+    last = [e for e in ctl.events if e["kind"] in ("keep", "inconclusive", "backtrack")][-1]
+    assert last["kind"] != "keep"
+    assert last["l_ref"] == pytest.approx(np.mean(model[30:40]), abs=0.02)

@@ -51,6 +51,7 @@ from adalrs_ray.core.decisions import (
     decay_exponent,
     eager_theta,
     judge_trial,
+    judge_trial_by_level,
     loss_rose_twice,
     next_direction,
     ramp_scale,
@@ -59,6 +60,7 @@ from adalrs_ray.core.decisions import (
     reference_windows,
     relaxed_theta,
     shrunk_factor,
+    trajectory_reference,
     trial_factor,
     velocity_decayed,
 )
@@ -193,7 +195,11 @@ class AdaLRSConfig:
             loss is nearest to L_new, with the corner case when none is close.
             ``"regression"``: v_ref is predicted at L_new by a line of velocity on mean loss
             through the non-overlapping windows of H (``decisions.regression_reference``);
-            its standard error enters e, and there is no corner case.
+            its standard error enters e, and there is no corner case. ``"trajectory"``: no
+            slopes at all: the validation window's mean loss against the loss the base LR
+            would have reached over the same steps, extrapolated from H by a line in
+            ln(step) (``decisions.trajectory_reference``); e in loss units from both
+            standard errors (``error_bound`` is for slopes and is not used).
 
     :meth:`paper` builds the paper's rule (Algorithm 1 with the details stated beside it).
     """
@@ -280,7 +286,7 @@ class AdaLRSConfig:
         check_choice("snapshot_policy", self.snapshot_policy, ("windows", "trials"))
         check_choice("backtrack_mode", self.backtrack_mode, ("continue", "rewind"))
         check_choice("restore", self.restore, ("always", "regressed"))
-        check_choice("reference", self.reference, ("nearest", "regression"))
+        check_choice("reference", self.reference, ("nearest", "regression", "trajectory"))
         check(
             isinstance(self.two_sided, bool),
             f"two_sided is {self.two_sided!r}, but must be True or False",
@@ -557,6 +563,9 @@ class AdaLRS:
         # two-sided search: the next trial's direction and each direction's base factor
         self._direction = "up"
         self._factors = {"up": float(config.alpha), "down": float(config.beta)}
+        # steps whose training a restore threw away (backtrack_mode="continue"): the model's
+        # own step count is the loop's minus these (the trajectory reference fits on it)
+        self._discarded = 0
 
     # ------------------------------------------------------------------ read-only view
     @property
@@ -640,6 +649,8 @@ class AdaLRS:
         restore_step = self._snapshot_step if action is Action.RESTORE else None
         if action is Action.RESTORE and self.config.backtrack_mode == "rewind":
             self._min_next_step = restore_step + 1
+        elif action is Action.RESTORE:  # the model is back at restore_step; the steps go on
+            self._discarded += step - restore_step
         if action is Action.SNAPSHOT:
             self._snapshot_step = step
         self._events.extend(emitted)
@@ -880,6 +891,23 @@ class AdaLRS:
         """The verdict on the trial from the validation window and H (decisions.judge_trial)."""
         c = self.config
         v_new, se_new = self._val.velocity()
+        if c.reference == "trajectory":
+            n = self._val.n
+            var = max(0.0, self._val.syy / n - (self._val.sy / n) ** 2) * n / max(1, n - 1)
+            d = self._discarded  # H is reset at every restore: one offset for all its steps
+            ref = trajectory_reference(
+                [x - d for x in self._hist_x], list(self._hist_y), [x - d for x in self._val_xs]
+            )
+            return judge_trial_by_level(
+                self._val.mean,
+                math.sqrt(var / n),
+                v_new,
+                ref,
+                self._trial.loss_before,
+                error_factor=c.error_factor,
+                error_floor=c.error_floor,
+                regress_guard=c.regress_guard,
+            )
         windows = reference_windows(
             list(self._hist_x),
             list(self._hist_y),
@@ -1004,6 +1032,7 @@ class AdaLRS:
             "direction": self._direction,
             "factor_up": self._factors["up"],
             "factor_down": self._factors["down"],
+            "discarded_steps": self._discarded,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -1070,6 +1099,7 @@ class AdaLRS:
                 "up": float(state.get("factor_up", self.config.alpha)),
                 "down": float(state.get("factor_down", self.config.beta)),
             }
+            self._discarded = int(state.get("discarded_steps", 0))
         except (TypeError, ValueError, KeyError) as exc:
             raise ValueError(f"AdaLRS state_dict is corrupt: {exc}") from exc
         if len(self._win_x) != len(self._win_y) or len(self._val_xs) != len(self._val_ys):

@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -41,6 +42,7 @@ __all__ = [
     "decay_exponent",
     "eager_theta",
     "judge_trial",
+    "judge_trial_by_level",
     "loss_rose_twice",
     "nearest_window",
     "needs_corner_case",
@@ -51,6 +53,7 @@ __all__ = [
     "rectified_beta_divisor",
     "reference_windows",
     "shrunk_factor",
+    "trajectory_reference",
     "trial_factor",
     "regress_guard_trips",
     "relaxed_theta",
@@ -286,6 +289,80 @@ def regression_reference(windows: Sequence[WindowStat], l_new: float) -> WindowS
     v = sum(c * w.velocity for c, w in zip(coef, windows))
     se = sum((c * w.se) ** 2 for c, w in zip(coef, windows)) ** 0.5
     return WindowStat(l_new, v, se, -1)
+
+
+class TrajectoryRef(NamedTuple):
+    """The base LR's loss predicted over the validation steps from H: its mean ``level``, the
+    standard error of that prediction, and the predicted velocity at their centre."""
+
+    level: float
+    se: float
+    velocity: float
+
+
+def trajectory_reference(
+    hist_x: Sequence[float], hist_y: Sequence[float], val_x: Sequence[float]
+) -> TrajectoryRef:
+    """Where the loss would have been over the validation steps had the LR not changed; not
+    in the paper.
+
+    Fits L = a + b ln(step + 1) by least squares through H (a loss curve is close to linear in
+    log steps over a few windows) and extrapolates to the validation steps. The standard error
+    is the fit's at the mean of their ln(step + 1): s sqrt(1/n + (x0 - mean)^2 / Sxx), with s
+    the residual standard deviation (so misfit counts as noise). A curve that flattens faster
+    than the log makes the prediction low, which favours no trial; one that falls faster makes
+    it high. ``ValueError`` with fewer than 3 points or one step only.
+    """
+    n = len(hist_x)
+    if n < 3 or len(hist_y) != n or not val_x:
+        raise ValueError(
+            f"trajectory_reference needs >= 3 (step, loss) pairs of H and validation steps; "
+            f"got {n} pairs, {len(hist_y)} losses and {len(val_x)} validation steps"
+        )
+    xs = [math.log(x + 1.0) for x in hist_x]
+    xbar = sum(xs) / n
+    ybar = sum(hist_y) / n
+    sxx = sum((x - xbar) ** 2 for x in xs)
+    if sxx <= 0:
+        raise ValueError("trajectory_reference needs H to span more than one step")
+    b = sum((x - xbar) * (y - ybar) for x, y in zip(xs, hist_y)) / sxx
+    a = ybar - b * xbar
+    resid = sum((y - a - b * x) ** 2 for x, y in zip(xs, hist_y))
+    s = math.sqrt(resid / (n - 2)) if n > 2 else 0.0
+    x0 = sum(math.log(x + 1.0) for x in val_x) / len(val_x)
+    centre = sum(val_x) / len(val_x)
+    se = s * math.sqrt(1.0 / n + (x0 - xbar) ** 2 / sxx)
+    return TrajectoryRef(a + b * x0, se, -b / (centre + 1.0))
+
+
+def judge_trial_by_level(
+    l_new: float,
+    se_mean: float,
+    v_new: float,
+    ref: TrajectoryRef,
+    l_before: float,
+    *,
+    error_factor: float = 1.0,
+    error_floor: float = 0.0,
+    regress_guard: bool = True,
+) -> TrialVerdict:
+    """The verdict from the validation window's mean loss against the base trajectory's
+    prediction (:func:`trajectory_reference`): keep if L_new < level - 2e, backtrack if
+    L_new > level + 2e, else inconclusive, with e = max(floor, factor sqrt(se_mean^2 + se^2))
+    in loss units; then the regress guard. A level holds the whole gain (or loss) of the trial
+    since it began, where a slope holds one window's; the event's ``v_ref`` is the predicted
+    velocity and ``l_ref`` the predicted level."""
+    e = max(error_floor, error_factor * math.hypot(se_mean, ref.se))
+    if l_new < ref.level - 2 * e:
+        verdict = Verdict.KEEP
+    elif l_new > ref.level + 2 * e:
+        verdict = Verdict.BACKTRACK
+    else:
+        verdict = Verdict.INCONCLUSIVE
+    regressed = bool(regress_guard) and regress_guard_trips(verdict, l_new, l_before)
+    if regressed:
+        verdict = Verdict.BACKTRACK
+    return TrialVerdict(verdict, v_new, ref.velocity, l_new, ref.level, e, False, regressed)
 
 
 def slope_error_bound(
