@@ -57,6 +57,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "reference": "trajectory",
     },
     "trajectory-two_sided": {"reference": "trajectory"},
+    "trajectory+counter": {
+        "two_sided": True,
+        "counter_trial": True,
+        "factor_shrink": 0.5,
+        "reference": "trajectory",
+    },
     "trajectory+settle": {
         "two_sided": True,
         "factor_shrink": 0.5,

@@ -66,6 +66,7 @@ def test_paper_is_todays_default_and_refuses_beyond_the_paper_fields():
     [
         ("two_sided", "yes"),
         ("two_sided", 1),
+        ("counter_trial", "no"),
         ("factor_shrink", 0.0),
         ("factor_shrink", 1.5),
         ("factor_shrink", math.nan),
@@ -390,3 +391,36 @@ def test_the_trajectory_fit_counts_model_steps_after_a_restore():
     last = [e for e in ctl.events if e["kind"] in ("keep", "inconclusive", "backtrack")][-1]
     assert last["kind"] != "keep"
     assert last["l_ref"] == pytest.approx(np.mean(model[30:40]), abs=0.02)
+
+
+# ---------------------------------------------------------------- counter trials
+def test_a_restored_failure_starts_the_counter_trial_at_once_with_the_same_h():
+    ctl = AdaLRS(cfg(**TWO_SIDED, counter_trial=True, reference="trajectory"))
+    feed(ctl, TRIGGER + RAMP, 0)
+    d = feed(ctl, SLOWER, 30)[-1]  # regressed: restore to step 19, the down trial starts now
+    assert d.action is Action.RESTORE and ctl.phase == "ramp"
+    start = events(ctl, "trial_start")[-1]
+    assert (start["step"], start["direction"], start["counter"]) == (39, "down", True)
+    assert start["target_scale"] == pytest.approx(1 / beta_at(4))
+    sd = ctl.state_dict()
+    # H kept, its steps moved on by the 20 discarded ones: it ends at the current step
+    assert sd["hist_y"] == TRIGGER and sd["hist_x"] == list(range(20, 40))
+    assert (sd["discarded_steps"], sd["last_restore"]) == (20, 39)
+    # a second restored failure discards only what trained since the first restore
+    feed(ctl, RAMP, 40)
+    d = feed(ctl, SLOWER, 50)[-1]
+    assert d.action is Action.RESTORE and d.restore_step == 19
+    sd = ctl.state_dict()
+    assert (sd["discarded_steps"], sd["last_restore"]) == (40, 59)
+    assert sd["hist_x"] == list(range(40, 60))  # the third trial (up, shrunk) starts at once
+    assert events(ctl, "trial_start")[-1]["direction"] == "up"
+
+
+def test_no_counter_trial_without_a_restore_or_when_switched_off():
+    off = AdaLRS(cfg(**TWO_SIDED))
+    feed(off, TRIGGER + RAMP + SLOWER, 0)
+    assert off.phase == "search" and kinds(off).count("trial_start") == 1
+    kept_steps = AdaLRS(cfg(**TWO_SIDED, counter_trial=True, restore="regressed"))
+    feed(kept_steps, TRIGGER + RAMP, 0)
+    assert feed(kept_steps, SLOWER_BUT_LOWER, 30)[-1].action is Action.CONTINUE
+    assert kept_steps.phase == "search" and kinds(kept_steps).count("trial_start") == 1

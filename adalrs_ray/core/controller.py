@@ -73,6 +73,7 @@ STATE_VERSION = 2
 # (the paper's rule): a checkpoint whose config lacks one was made with that value
 _V1_FIELDS = {
     "two_sided": False,
+    "counter_trial": False,
     "factor_shrink": 1.0,
     "min_trial_factor": 1.0,
     "settle_steps": 0,
@@ -177,6 +178,11 @@ class AdaLRSConfig:
             trial goes up (by alpha') or down (by 1/beta') and is validated either way; a kept
             trial keeps its direction, a failed or inconclusive one turns the next trial
             around, and a failed trial returns to the pre-trial scale (no blind downscale).
+        counter_trial: two-sided only: a failed trial that restored the snapshot starts the
+            trial the other way at once, from the restored model and with the same H (whose
+            steps are moved on by the discarded ones), instead of after two fresh windows
+            and a velocity decay. The paper's trigger asks when to try; right after a failure
+            the question is only which way.
         factor_shrink: two-sided only, in (0, 1]: after a failed trial the factor of its
             direction becomes factor ** factor_shrink (0.5: half the step on a log scale), so
             the search brackets the optimum instead of bouncing across it.
@@ -230,6 +236,7 @@ class AdaLRSConfig:
     min_scale: float | None = None
     max_scale: float | None = None
     two_sided: bool = False
+    counter_trial: bool = False
     factor_shrink: float = 1.0
     min_trial_factor: float = 1.0
     settle_steps: int = 0
@@ -287,10 +294,9 @@ class AdaLRSConfig:
         check_choice("backtrack_mode", self.backtrack_mode, ("continue", "rewind"))
         check_choice("restore", self.restore, ("always", "regressed"))
         check_choice("reference", self.reference, ("nearest", "regression", "trajectory"))
-        check(
-            isinstance(self.two_sided, bool),
-            f"two_sided is {self.two_sided!r}, but must be True or False",
-        )
+        for name in ("two_sided", "counter_trial"):
+            value = getattr(self, name)
+            check(isinstance(value, bool), f"{name} is {value!r}, but must be True or False")
         check(
             is_number(self.factor_shrink) and 0 < self.factor_shrink <= 1,
             f"factor_shrink is {self.factor_shrink!r}, but must be a number in (0, 1]",
@@ -566,6 +572,7 @@ class AdaLRS:
         # steps whose training a restore threw away (backtrack_mode="continue"): the model's
         # own step count is the loop's minus these (the trajectory reference fits on it)
         self._discarded = 0
+        self._last_restore: int | None = None
 
     # ------------------------------------------------------------------ read-only view
     @property
@@ -650,7 +657,12 @@ class AdaLRS:
         if action is Action.RESTORE and self.config.backtrack_mode == "rewind":
             self._min_next_step = restore_step + 1
         elif action is Action.RESTORE:  # the model is back at restore_step; the steps go on
-            self._discarded += step - restore_step
+            # trained since the snapshot, or since the last restore to it (a counter-trial)
+            since = restore_step
+            if self._last_restore is not None and self._last_restore > restore_step:
+                since = self._last_restore
+            self._discarded += step - since
+            self._last_restore = step
         if action is Action.SNAPSHOT:
             self._snapshot_step = step
         self._events.extend(emitted)
@@ -987,7 +999,9 @@ class AdaLRS:
         self._adjustments += 1
         self._trial = None
         self._phase = "search"
-        self._reset_history()
+        counter = self._counter_trial(step, restore and reason != "nonfinite_loss")
+        if counter is None:
+            self._reset_history()
         kind = "nonfinite_loss" if reason == "nonfinite_loss" else "backtrack"
         outcome = "restore" if restore else "continue"
         outcome += "" if c.two_sided else "_and_downscale"
@@ -1003,7 +1017,57 @@ class AdaLRS:
             direction=tr.direction,
             **info,
         )
+        if counter is not None:
+            self._begin_counter_trial(step, tr, *counter, emitted)
         return Action.RESTORE if restore else Action.CONTINUE
+
+    def _counter_trial(self, step: int, restored: bool) -> tuple[str, float] | None:
+        """(direction, factor) of the trial to start at once after a failed one, or ``None``
+        (``counter_trial`` off, nothing restored, no factor left, or no room before the end)."""
+        c = self.config
+        if not (c.two_sided and c.counter_trial and restored):
+            return None
+        if step + c.ramp_len + c.settle_steps + self._k >= c.search_end:
+            return None
+        direction = self._direction
+        f = trial_factor(
+            direction, self._factors["up"], self._factors["down"], c.lam, self._decay_t(step + 1)
+        )
+        return (direction, f) if f > c.min_trial_factor else None
+
+    def _begin_counter_trial(self, step, failed: Trial, direction, factor, emitted) -> None:
+        """Start the trial the other way from the restored model: H is kept, its steps moved
+        on by the discarded ones so that it ends right before the next step."""
+        shift = step - self._hist_x[-1]  # H ends where the restored model stands
+        xs = [x + shift for x in self._hist_x]
+        self._hist_x.clear()
+        self._hist_x.extend(xs)
+        s0 = failed.base_scale
+        target = s0 * factor if direction == "up" else s0 / factor
+        self._trial = Trial(
+            start_step=step,
+            base_scale=s0,
+            alpha_eff=factor,
+            target_scale=self._clamp(target),
+            ramp_step=0,
+            ramp_len=self.config.ramp_len,
+            history_max=failed.history_max,
+            loss_before=failed.loss_before,
+            direction=direction,
+        )
+        self._phase = "ramp"
+        self._scale = self._ramp_scale(1)
+        self._event(
+            emitted,
+            step,
+            "trial_start",
+            s0,
+            theta=self._theta,
+            alpha_eff=factor,
+            target_scale=self._trial.target_scale,
+            direction=direction,
+            counter=True,
+        )
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
@@ -1033,6 +1097,7 @@ class AdaLRS:
             "factor_up": self._factors["up"],
             "factor_down": self._factors["down"],
             "discarded_steps": self._discarded,
+            "last_restore": self._last_restore,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -1100,6 +1165,8 @@ class AdaLRS:
                 "down": float(state.get("factor_down", self.config.beta)),
             }
             self._discarded = int(state.get("discarded_steps", 0))
+            last = state.get("last_restore")
+            self._last_restore = None if last is None else int(last)
         except (TypeError, ValueError, KeyError) as exc:
             raise ValueError(f"AdaLRS state_dict is corrupt: {exc}") from exc
         if len(self._win_x) != len(self._win_y) or len(self._val_xs) != len(self._val_ys):
