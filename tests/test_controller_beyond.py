@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from controller_streams import K, cfg, feed, kinds, line
 
-from adalrs_ray.core.controller import Action, AdaLRS, AdaLRSConfig
+from adalrs_ray.core.controller import RULES, Action, AdaLRS, AdaLRSConfig
 from adalrs_ray.core.decisions import (
     TrajectoryRef,
     Verdict,
@@ -424,3 +424,26 @@ def test_no_counter_trial_without_a_restore_or_when_switched_off():
     feed(kept_steps, TRIGGER + RAMP, 0)
     assert feed(kept_steps, SLOWER_BUT_LOWER, 30)[-1].action is Action.CONTINUE
     assert kept_steps.phase == "search" and kinds(kept_steps).count("trial_start") == 1
+
+
+# ---------------------------------------------------------------- named rules
+def test_from_dict_expands_a_named_rule_under_the_fields_given():
+    base = {"total_steps": 100, "window": K, "start_ratio": 0.0, "end_ratio": 1.0}
+    c = AdaLRSConfig.from_dict({**base, "rule": "trajectory"})
+    assert (c.two_sided, c.factor_shrink, c.reference) == (True, 0.5, "trajectory")
+    assert c.to_dict() == AdaLRSConfig.from_dict(c.to_dict()).to_dict()  # no 'rule' stored
+    mine = AdaLRSConfig.from_dict({**base, "rule": "trajectory", "factor_shrink": 1.0})
+    assert mine.factor_shrink == 1.0 and mine.two_sided  # a field given beats the rule
+    assert AdaLRSConfig.from_dict({**base, "rule": "paper"}) == AdaLRSConfig.paper(**base)
+    assert set(RULES) >= {"paper", "trajectory"}
+    with pytest.raises(ValueError, match="rule is 'best'"):
+        AdaLRSConfig.from_dict({**base, "rule": "best"})
+
+
+def test_the_lm_task_takes_a_rule_in_its_adalrs_options():
+    from train_loops.lm import LMConfig
+
+    lm = LMConfig(
+        preset="tiny", steps=200, adalrs=True, window=10, adalrs_options={"rule": "trajectory"}
+    )
+    assert lm.adalrs_config().reference == "trajectory"

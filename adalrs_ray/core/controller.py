@@ -80,6 +80,13 @@ _V1_FIELDS = {
     "restore": "always",
     "reference": "nearest",
 }
+# named rules: the beyond-the-paper fields each sets (docs/controller.md, "Beyond the paper",
+# gives the measurements behind each). A rule fills only the fields the caller did not set.
+RULES: dict[str, dict[str, Any]] = {
+    "paper": dict(_V1_FIELDS),
+    # two-sided trials judged by the level against the base LR's extrapolated trajectory
+    "trajectory": {"two_sided": True, "factor_shrink": 0.5, "reference": "trajectory"},
+}
 
 EVENT_KINDS = (
     "search_start",  # first step inside [start_ratio, end_ratio)
@@ -374,10 +381,20 @@ class AdaLRSConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AdaLRSConfig:
+        """The config of ``data``'s fields. A ``rule`` key names one of :data:`RULES`, whose
+        fields fill those ``data`` does not set (``{"rule": "trajectory", "window": 64}``)."""
+        data = dict(data)
+        rule = data.pop("rule", None)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
-        check(not unknown, f"unknown AdaLRSConfig fields {unknown}; valid: {sorted(names)}")
-        return cls(**dict(data))
+        check(
+            not unknown,
+            f"unknown AdaLRSConfig fields {unknown}; valid: {sorted(names)} and 'rule'",
+        )
+        if rule is not None:
+            check_choice("rule", rule, tuple(RULES))
+            data = {**RULES[rule], **data}
+        return cls(**data)
 
 
 class _Fit:
