@@ -9,10 +9,11 @@ K = 10
 
 
 def cfg(**kw) -> AdaLRSConfig:
-    """A search over the whole run, window 10 (reference stride 2), so streams stay short."""
-    base = dict(total_steps=100, window=K, start_ratio=0.0, end_ratio=1.0)
+    """The paper's rule (fields in ``kw`` may depart from it) over the whole run, window 10
+    (reference stride 2), so streams stay short."""
+    base = dict(rule="paper", total_steps=100, window=K, start_ratio=0.0, end_ratio=1.0)
     base.update(kw)
-    return AdaLRSConfig(**base)
+    return AdaLRSConfig.from_dict(base)
 
 
 def line(start: float, slope: float, n: int = K) -> list[float]:

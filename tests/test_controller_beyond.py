@@ -49,12 +49,14 @@ def events(ctl: AdaLRS, kind: str) -> list[dict]:
 
 
 # ---------------------------------------------------------------- AdaLRSConfig.paper
-def test_paper_is_todays_default_and_refuses_beyond_the_paper_fields():
+def test_paper_names_the_papers_rule_and_the_default_is_the_regression_rule():
     whole = dict(window=K, start_ratio=0.0, end_ratio=1.0)
     paper = AdaLRSConfig.paper(100, **whole)
-    assert paper == AdaLRSConfig(total_steps=100, **whole)
-    assert paper.is_paper
-    assert not AdaLRSConfig(total_steps=100, settle_steps=3, **whole).is_paper
+    assert paper == AdaLRSConfig.from_dict({"rule": "paper", "total_steps": 100, **whole})
+    assert paper.is_paper and (paper.two_sided, paper.reference) == (False, "nearest")
+    default = AdaLRSConfig(total_steps=100, **whole)
+    assert not default.is_paper
+    assert default == AdaLRSConfig.from_dict({"rule": "regression", "total_steps": 100, **whole})
     assert AdaLRSConfig.paper(100, alpha=2.0, beta=1.5, **whole).alpha == 2.0
     with pytest.raises(ValueError, match="two_sided"):
         AdaLRSConfig.paper(100, two_sided=True, **whole)

@@ -124,10 +124,13 @@ _REWIND = {"backtrack_mode": "rewind", "decay_basis": "adjustments"}
     "kw",
     [
         dict(schedule="cosine", warmup_steps=5, report_every=7, checkpoint_every=10),
+        # the paper's rule: its trial at step 35 fails and restores after the resume
+        dict(_ADALRS, adalrs_options={"end_ratio": 0.6, "rule": "paper"}),
+        dict(_ADALRS, adalrs_options={"end_ratio": 0.6, "rule": "paper", **_REWIND}),
+        # the default rule: two-sided trials, the same run resumed in the middle of one
         dict(_ADALRS, adalrs_options={"end_ratio": 0.6}),
-        dict(_ADALRS, adalrs_options={"end_ratio": 0.6, **_REWIND}),
     ],
-    ids=["cosine", "adalrs", "adalrs-rewind"],
+    ids=["cosine", "adalrs-paper", "adalrs-paper-rewind", "adalrs"],
 )
 def test_resume_reproduces_the_uninterrupted_run_exactly(corpus, cache, tmp_path, kw):
     # stop at step 38: mid report window; with AdaLRS (search [8, 48)) inside an upscale trial
@@ -137,13 +140,20 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(corpus, cache, tmp_path
     for key in ("val_loss", "test_loss", "train_loss", "final_lr", "final_scale", "tokens"):
         assert resumed[key] == full[key], key
     assert full["adalrs_events"] == resumed["adalrs_events"]
-    if kw.get("adalrs"):
+    if kw.get("adalrs") and kw["adalrs_options"].get("rule") == "paper":
         assert "restore" in set(a["action"][a["step"] > 38])
+    elif kw.get("adalrs"):
+        kinds = {e["kind"] for e in full["adalrs_events"]}
+        assert {"trial_start"} <= kinds and kinds & {"keep", "inconclusive", "backtrack"}
 
 
 def test_rewind_mode_moves_the_step_counter_back_to_the_snapshot(corpus, cache):
     t = LMTrainer(
-        _cfg(corpus, cache, **dict(_ADALRS, adalrs_options={"end_ratio": 0.6, **_REWIND}))
+        _cfg(
+            corpus,
+            cache,
+            **dict(_ADALRS, adalrs_options={"end_ratio": 0.6, "rule": "paper", **_REWIND}),
+        )
     )
     t.setup()
     summary = t.train()

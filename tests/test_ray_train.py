@@ -20,6 +20,7 @@ import torch
 
 from adalrs_ray import Action, AdaLRS, AdaLRSConfig
 
+# the paper's rule (AdaLRSConfig.paper): these streams were built on its backtracks
 ADALRS = dict(
     total_steps=120, window=6, start_ratio=0.05, end_ratio=0.9, ramp_steps=3, alpha=3.0, beta=2.0
 )
@@ -73,7 +74,7 @@ def _train_loop(config: dict) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
     sched = AdaLRSScheduler(
         opt,
-        AdaLRS(AdaLRSConfig(**ADALRS)),
+        AdaLRS(AdaLRSConfig.paper(**ADALRS)),
         model=model,
         store=make_snapshot_store(config["store"], key=default_store_key()),
     )
@@ -229,7 +230,7 @@ def test_two_workers_make_identical_decisions(plain_run):
 @pytest.mark.slow
 def test_lr_trajectory_equals_the_bare_controller_on_the_reduced_losses(plain_run):
     r0, _ = _records(plain_run[0], 0)
-    ctl = AdaLRS(AdaLRSConfig(**ADALRS))
+    ctl = AdaLRS(AdaLRSConfig.paper(**ADALRS))
     for step in sorted(r0):
         assert ctl.scale == r0[step]["scale_used"]
         d = ctl.observe(step, r0[step]["reduced"])
@@ -400,7 +401,7 @@ def test_context_rejects_bad_arguments(kwargs, message):
 
     model = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = AdaLRSScheduler(opt, AdaLRS(AdaLRSConfig(**ADALRS)), model=model)
+    sched = AdaLRSScheduler(opt, AdaLRS(AdaLRSConfig.paper(**ADALRS)), model=model)
     with pytest.raises(ValueError, match=message):
         AdaLRSTrainContext(sched, model=model, optimizer=opt, **kwargs)
 
@@ -412,7 +413,7 @@ def _build_local(sharded: bool = False):
     torch.manual_seed(0)
     model = _Net()
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
-    sched = AdaLRSScheduler(opt, AdaLRS(AdaLRSConfig(**ADALRS)), model=model)
+    sched = AdaLRSScheduler(opt, AdaLRS(AdaLRSConfig.paper(**ADALRS)), model=model)
     ctx = AdaLRSTrainContext(sched, model=model, optimizer=opt, report_every=4, sharded=sharded)
     return model, opt, ctx
 

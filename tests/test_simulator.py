@@ -8,7 +8,7 @@ from adalrs_ray.core.controller import AdaLRSConfig
 from adalrs_ray.core.simulator import LossReplayer, LossSimulator, final_scales, simulate
 
 # a run whose search window holds ~30 windows: enough for a few adjustments
-CFG = AdaLRSConfig(total_steps=20_000, window=200)
+CFG = AdaLRSConfig.paper(total_steps=20_000, window=200)
 SIM = dict(rate=2e-4, noise=0.02)
 
 
@@ -52,7 +52,7 @@ def test_replayer_replays_a_log_and_feeds_the_controller(tmp_path):
     pd.DataFrame({"loss": losses}).to_parquet(path)
     rep = LossReplayer.from_file(str(path))
     assert len(rep) == 2000
-    res = simulate(rep, 1e-3, AdaLRSConfig(total_steps=2000, window=50))
+    res = simulate(rep, 1e-3, AdaLRSConfig.paper(total_steps=2000, window=50))
     assert res.losses == losses
     with pytest.raises(ValueError, match="no column 'val'"):
         LossReplayer.from_file(str(path), column="val")

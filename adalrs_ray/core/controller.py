@@ -84,6 +84,13 @@ _V1_FIELDS = {
 # gives the measurements behind each). A rule fills only the fields the caller did not set.
 RULES: dict[str, dict[str, Any]] = {
     "paper": dict(_V1_FIELDS),
+    # the default: two-sided trials, restore only on regress, v_ref from a line through H
+    "regression": {
+        "two_sided": True,
+        "factor_shrink": 0.5,
+        "restore": "regressed",
+        "reference": "regression",
+    },
     # two-sided trials judged by the level against the base LR's extrapolated trajectory
     "trajectory": {"two_sided": True, "factor_shrink": 0.5, "reference": "trajectory"},
 }
@@ -242,13 +249,14 @@ class AdaLRSConfig:
     initial_scale: float = 1.0
     min_scale: float | None = None
     max_scale: float | None = None
-    two_sided: bool = False
+    # beyond the paper: the "regression" rule (docs/controller.md gives the measurements)
+    two_sided: bool = True
     counter_trial: bool = False
-    factor_shrink: float = 1.0
+    factor_shrink: float = 0.5
     min_trial_factor: float = 1.0
     settle_steps: int = 0
-    restore: str = "always"
-    reference: str = "nearest"
+    restore: str = "regressed"
+    reference: str = "regression"
 
     @classmethod
     def paper(cls, total_steps: int, **fields: Any) -> AdaLRSConfig:
