@@ -27,6 +27,11 @@ def _mkdir(path):
     return path
 
 
+def _mkdir_with(path, content: bytes):
+    _write(_mkdir(path) / "a.txt", content)
+    return path
+
+
 def test_split_of_is_deterministic_with_the_documented_proportions():
     keys = [f"pkg/module_{i}.py" for i in range(20000)]
     splits = [D.split_of(k) for k in keys]
@@ -102,7 +107,7 @@ def test_parquet_text_column(tmp_path):
         (lambda p: _write(p / "empty.txt", b""), "is empty"),
         (lambda p: _write(p / "short.txt", b"ab"), "too short"),
         (lambda p: _write(p / "bin.txt", b"\xff\xfe\x00\x81" * 10), "UTF-8"),
-        (lambda p: _write_docs(p / "few", n=3), "split empty"),
+        (lambda p: _mkdir_with(p / "few", b"hi"), "too short to split 90/5/5"),
         (lambda p: _write(p / "bad.parquet", b"not parquet"), "cannot read Parquet"),
     ],
 )

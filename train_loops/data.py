@@ -14,6 +14,18 @@ Splits
   ``train``. The split of a file never depends on which other files exist.
 * Parquet: the same rule on the sha256 of each row's text (duplicated rows land in one split).
 * One text file: contiguous 90 % / 5 % / 5 % by characters (train, validation, test).
+* Fallback: when the sha256 rule leaves a split empty (a corpus of fewer than ~40 documents),
+  the documents are laid end to end (a directory's sorted by relative posix path, Parquet rows
+  in row order) and cut at 90 % and 95 % of the characters, with one warning; a document that
+  straddles a cut becomes two documents. Only a corpus too short for that is a ``ValueError``.
+
+Reading files
+-------------
+Empty files are skipped, and so are binary files (a NUL byte in the first ``BINARY_SNIFF_BYTES``
+bytes) and unreadable ones, each kind with one warning that counts and names them. Other bytes
+that are not UTF-8 become U+FFFD (``errors="replace"``), with one warning. Newlines are
+translated as by ``Path.read_text``. Whitespace-only files stay documents (as before, so the
+splits of corpora that worked do not change), but a corpus with nothing else is a ``ValueError``.
 
 Example
 -------
@@ -26,6 +38,7 @@ Example
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -44,8 +57,12 @@ SPLITS = ("train", "validation", "test")
 EOS_TOKEN = "<|endoftext|>"
 # folders of the standard library that are test suites or IDE code, not library source
 STDLIB_EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idlelib"})
+# a NUL byte in this many leading bytes marks a file as binary (skipped)
+BINARY_SNIFF_BYTES = 8192
 # bump when the split rule or the cache layout changes, so stale caches are never reused
-_FORMAT_VERSION = 1
+# (2: bytes that are not UTF-8 become U+FFFD instead of dropping the file; tiny corpora fall back
+# to the character split)
+_FORMAT_VERSION = 2
 
 
 def split_of(key: str) -> str:
@@ -118,40 +135,135 @@ def _stat_fingerprint(kind: str, root: Path, files: Sequence[Path], extra: str =
     return h.hexdigest()
 
 
-def _read_text(path: Path) -> str | None:
+def _decode_utf8(raw: bytes, errors: str = "strict") -> str:
+    """``raw`` as ``Path.read_text(encoding="utf-8")`` would return it (universal newlines)."""
+    return io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8", errors=errors).read()
+
+
+def _read_document(path: Path) -> tuple[str | None, str]:
+    """Text of one file and how it was read: ``"ok"``, ``"replaced"``, ``"binary"``, ``"unreadable"``.
+
+    A NUL byte in the first ``BINARY_SNIFF_BYTES`` bytes marks a binary file (text ``None``);
+    other bytes that are not UTF-8 become U+FFFD.
+    """
     try:
-        return path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+    except OSError:
+        return None, "unreadable"
+    if b"\x00" in raw[:BINARY_SNIFF_BYTES]:
+        return None, "binary"
+    try:
+        return _decode_utf8(raw), "ok"
     except UnicodeDecodeError:
-        return None
+        return _decode_utf8(raw, errors="replace"), "replaced"
 
 
-def _split_files(root: Path, files: Sequence[Path], what: str) -> dict[str, list[str]]:
-    docs: dict[str, list[str]] = {s: [] for s in SPLITS}
-    skipped = 0
+def _names(paths: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(paths[:limit])
+    return shown + (f", ... ({len(paths) - limit} more)" if len(paths) > limit else "")
+
+
+def _read_files(root: Path, files: Sequence[Path], what: str) -> list[tuple[str, str]]:
+    """``(relative posix path, text)`` of the usable files, in the order of ``files``.
+
+    Empty files, binary files and unreadable files are skipped, and files with bytes that are not
+    UTF-8 are kept with U+FFFD in their place, each with one warning that counts and names them.
+    A corpus with no file holding more than whitespace is a ``ValueError``.
+    """
+    docs: list[tuple[str, str]] = []
+    skipped: dict[str, list[str]] = {"empty": [], "binary": [], "unreadable": []}
+    replaced: list[str] = []
     for path in files:
-        text = _read_text(path)
+        rel = path.relative_to(root).as_posix() if path != root else path.name
+        text, how = _read_document(path)
         if text is None:
-            skipped += 1
-            continue
-        if text:
-            docs[split_of(path.relative_to(root).as_posix())].append(text)
-    if skipped:
-        logger.warning("%s: skipped %d files that are not UTF-8 text", what, skipped)
-    _check_splits(docs, what)
+            skipped[how].append(rel)
+        elif not text:
+            skipped["empty"].append(rel)
+        else:
+            docs.append((rel, text))
+            if how == "replaced":
+                replaced.append(rel)
+    reasons = {
+        "empty": "empty files",
+        "binary": f"binary files (a NUL byte in the first {BINARY_SNIFF_BYTES} bytes)",
+        "unreadable": "unreadable files",
+    }
+    for how, rels in skipped.items():
+        if rels:
+            logger.warning("%s: skipped %d %s: %s", what, len(rels), reasons[how], _names(rels))
+    if replaced:
+        logger.warning(
+            "%s: %d files hold bytes that are not UTF-8; they were replaced by U+FFFD: %s",
+            what,
+            len(replaced),
+            _names(replaced),
+        )
+    if not any(text.strip() for _, text in docs):
+        counts = [f"{len(rels)} {reasons[how]}" for how, rels in skipped.items() if rels]
+        if docs:
+            counts.append(f"{len(docs)} whitespace-only files")
+        raise ValueError(
+            f"data {what!r} holds no usable text: of its {len(files)} files, " + ", ".join(counts)
+        )
     return docs
 
 
-def _check_splits(docs: dict[str, list[str]], what: str) -> None:
-    n = sum(len(v) for v in docs.values())
-    if n == 0:
-        raise ValueError(f"data {what!r} holds no non-empty UTF-8 text documents")
-    for split in SPLITS:
-        if not docs[split]:
+def _split_by_characters(texts: Sequence[str], what: str) -> dict[str, list[str]]:
+    """``texts`` laid end to end, cut at 90 % and 95 % of the characters (train/validation/test).
+
+    A document that straddles a cut is split in two pieces; each piece stays a document.
+    """
+    n = sum(len(t) for t in texts)
+    size = f"{n} characters" if len(texts) == 1 else f"{len(texts)} documents, {n} characters"
+    bounds = {"train": (0, int(n * 0.90)), "validation": (int(n * 0.90), int(n * 0.95))}
+    bounds["test"] = (int(n * 0.95), n)
+    for split, (lo, hi) in bounds.items():
+        if hi <= lo:
             raise ValueError(
-                f"data {what!r}: the deterministic sha256 split of its {n} documents left the "
-                f"{split!r} split empty (about 5% of documents go to validation and 5% to test); "
-                "give more documents, or one text file (split 90/5/5 by characters)"
+                f"data {what!r} ({size}) is too short to split "
+                f"90/5/5 by characters: the {split!r} part is empty"
             )
+    docs: dict[str, list[str]] = {s: [] for s in SPLITS}
+    offset = 0
+    for text in texts:
+        for split, (lo, hi) in bounds.items():
+            piece = text[max(lo - offset, 0) : max(hi - offset, 0)]
+            if piece:
+                docs[split].append(piece)
+        offset += len(text)
+    return docs
+
+
+def _split_documents(
+    keyed: Sequence[tuple[str, str]], what: str, *, sort_fallback: bool
+) -> dict[str, list[str]]:
+    """The sha256 split of ``(key, text)`` documents; the character split if it leaves one empty.
+
+    Each split keeps the order of ``keyed``. The fallback lays the documents end to end sorted by
+    key if ``sort_fallback`` (directories: relative paths), else in the order of ``keyed``.
+    """
+    docs: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for key, text in keyed:
+        docs[split_of(key)].append(text)
+    empty = [s for s in SPLITS if not docs[s]]
+    if not empty:
+        return docs
+    ordered = sorted(keyed, key=lambda kt: kt[0]) if sort_fallback else keyed
+    docs = _split_by_characters([text for _, text in ordered], what)
+    logger.warning(
+        "%s: the sha256 split of its %d documents would leave the %s split empty, so the "
+        "documents are laid end to end (%s) and split 90/5/5 by characters instead",
+        what,
+        len(keyed),
+        " and ".join(repr(s) for s in empty),
+        "sorted by relative path" if sort_fallback else "in row order",
+    )
+    return docs
+
+
+def _split_files(root: Path, files: Sequence[Path], what: str) -> dict[str, list[str]]:
+    return _split_documents(_read_files(root, files, what), what, sort_fallback=True)
 
 
 def stdlib_corpus() -> Corpus:
@@ -178,24 +290,26 @@ def directory_corpus(root: Path) -> Corpus:
 
 
 def text_file_corpus(path: Path) -> Corpus:
-    """One text file, split 90/5/5 by characters into train/validation/test."""
+    """One text file, split 90/5/5 by characters into train/validation/test.
+
+    A binary file (a NUL byte in its first ``BINARY_SNIFF_BYTES`` bytes) is a ``ValueError``;
+    other bytes that are not UTF-8 become U+FFFD, with a warning.
+    """
     if path.stat().st_size == 0:
         raise ValueError(f"data file {str(path)!r} is empty")
 
     def load() -> dict[str, list[str]]:
-        text = _read_text(path)
+        text, how = _read_document(path)
+        if how == "binary":
+            raise ValueError(
+                f"data file {str(path)!r} looks binary (a NUL byte in its first "
+                f"{BINARY_SNIFF_BYTES} bytes), not UTF-8 text"
+            )
         if text is None:
-            raise ValueError(f"data file {str(path)!r} is not UTF-8 text")
-        n = len(text)
-        a, b = int(n * 0.90), int(n * 0.95)
-        docs = {"train": [text[:a]], "validation": [text[a:b]], "test": [text[b:]]}
-        for split, parts in docs.items():
-            if not parts[0]:
-                raise ValueError(
-                    f"data file {str(path)!r} ({n} characters) is too short to split: "
-                    f"the {split!r} part is empty"
-                )
-        return docs
+            raise ValueError(f"data file {str(path)!r} cannot be read")
+        if how == "replaced":
+            logger.warning("%s: bytes that are not UTF-8 were replaced by U+FFFD", path)
+        return _split_by_characters([text], str(path))
 
     return Corpus(str(path), _stat_fingerprint("file", path.parent, [path]), load)
 
@@ -228,12 +342,17 @@ def parquet_corpus(path: Path, text_column: str) -> Corpus:
             column = pq.read_table(path, columns=[text_column]).column(text_column)
         except (pa.ArrowException, OSError) as exc:
             raise ValueError(f"cannot read Parquet file {str(path)!r}: {exc}") from exc
-        docs: dict[str, list[str]] = {s: [] for s in SPLITS}
-        for text in column.to_pylist():
-            if text:
-                docs[split_of(text)].append(text)
-        _check_splits(docs, f"{path}[{text_column}]")
-        return docs
+        what = f"{path}[{text_column}]"
+        rows = column.to_pylist()
+        texts = [t for t in rows if t]
+        if len(texts) < len(rows):
+            logger.warning("%s: skipped %d null or empty rows", what, len(rows) - len(texts))
+        if not any(t.strip() for t in texts):
+            raise ValueError(
+                f"data {what!r} holds no usable text: none of its {len(rows)} rows has more than "
+                "whitespace"
+            )
+        return _split_documents([(t, t) for t in texts], what, sort_fallback=False)
 
     return Corpus(
         f"{path}[{text_column}]",
