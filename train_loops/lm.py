@@ -52,6 +52,8 @@ from train_loops import model as lmmodel
 logger = logging.getLogger(__name__)
 
 SCHEDULES = ("constant", "cosine", "wsd")
+#: what AdaLRS observes: the training loss of the step, or the loss of a fixed probe batch
+ADALRS_SIGNALS = ("train", "probe")
 # 2: the RNG states in the format of adalrs_ray.torch_binding.rng (version 1 is still read)
 STATE_VERSION = 2
 METRIC_COLUMNS = (
@@ -65,6 +67,7 @@ METRIC_COLUMNS = (
     "val_loss",
     "action",
     "event",
+    "probe_loss",
 )
 # fields whose checkpoint value wins on resume (they define the state being resumed); for all
 # other fields the value given now wins (where to write, how often to log, which device).
@@ -88,6 +91,8 @@ STATE_FIELDS = (
     "adalrs",
     "window",
     "adalrs_options",
+    "adalrs_signal",
+    "probe_sequences",
     "seed",
     "dtype",
 )
@@ -114,6 +119,16 @@ class LMConfig:
         adalrs: multiply the base schedule by the AdaLRS scale.
         window: k, AdaLRS window (``None``: the controller's default).
         adalrs_options: further :class:`adalrs_ray.AdaLRSConfig` fields (alpha, beta, lam, ...).
+        adalrs_signal: the loss AdaLRS observes after each step: ``"train"`` (the step's
+            training loss, as in the paper) or ``"probe"`` (the loss of a fixed held-out probe
+            batch after the step's update: the same sequences every step, so the
+            batch-to-batch sampling noise drops out of the velocity fits; a non-finite training
+            loss is still passed on as is). Needs ``probe_sequences``.
+        probe_sequences: sequences of the fixed probe batch (0: no probe). They are the last
+            ones of the validation split, disjoint from those ``evaluate`` reads, split across
+            ranks; their loss is logged per step as ``probe_loss``. Cost: one forward pass of
+            ``probe_sequences`` per step, about ``probe_sequences / (3 * batch_size)`` of a
+            training step.
         eval_every: extra validation every this many steps (0: only at reports and the end).
         eval_batches: batches per evaluation (per split, fixed sequences, in order).
         report_every: steps between ``LoopHooks.report`` calls (``None``: the AdaLRS window
@@ -154,6 +169,8 @@ class LMConfig:
     adalrs: bool = False
     window: int | None = None
     adalrs_options: dict[str, Any] = field(default_factory=dict)
+    adalrs_signal: str = "train"
+    probe_sequences: int = 0
     eval_every: int = 0
     eval_batches: int = 8
     report_every: int | None = None
@@ -178,7 +195,13 @@ class LMConfig:
 
         for name in ("seq_len", "batch_size", "steps", "eval_batches", "log_every"):
             positive_int(name)
-        for name in ("warmup_steps", "eval_every", "checkpoint_every", "nan_patience"):
+        for name in (
+            "warmup_steps",
+            "eval_every",
+            "checkpoint_every",
+            "nan_patience",
+            "probe_sequences",
+        ):
             positive_int(name, 0)
         positive_int("keep_checkpoints")
         if self.report_every is not None:
@@ -214,6 +237,15 @@ class LMConfig:
             raise ValueError(
                 f"resume={self.resume!r} and init_from={self.init_from!r} were both given: "
                 "resume continues a run, init_from starts a new one from its weights; pick one"
+            )
+        if self.adalrs_signal not in ADALRS_SIGNALS:
+            raise ValueError(
+                f"adalrs_signal is {self.adalrs_signal!r}, but must be one of {ADALRS_SIGNALS}"
+            )
+        if self.adalrs_signal == "probe" and self.probe_sequences == 0:
+            raise ValueError(
+                "adalrs_signal is 'probe', but probe_sequences is 0: give the size of the "
+                "probe batch (probe_sequences >= 1)"
             )
         if not isinstance(self.adalrs_options, dict):
             raise ValueError(f"adalrs_options is {self.adalrs_options!r}, but must be a dict")
@@ -380,6 +412,7 @@ class LMTrainer:
             world_size=hooks.world_size,
         )
         self.tokens_per_step = cfg.batch_size * cfg.seq_len * hooks.world_size
+        self._probe_idx = self._probe_indices() if cfg.probe_sequences else None
 
         self.raw_model = lmmodel.build_model(
             cfg.preset, self.data.vocab_size, cfg.seq_len, cfg.seed
@@ -546,6 +579,41 @@ class LMTrainer:
         ppl = math.exp(loss) if loss < 700 else float("inf")
         return {"loss": loss, "ppl": ppl}
 
+    def _probe_indices(self) -> np.ndarray:
+        """This rank's share of the fixed probe batch: the last ``probe_sequences`` sequences of
+        the validation split, after the ones :meth:`evaluate` reads."""
+        cfg, hooks = self.cfg, self.hooks
+        n, p = len(self.seqs["validation"]), cfg.probe_sequences
+        if p % hooks.world_size:
+            raise ValueError(
+                f"probe_sequences is {p}, but must be a multiple of the {hooks.world_size} "
+                "workers (each worker probes an equal share)"
+            )
+        evaluated = sum(
+            len(b)
+            for b in lmdata.eval_batches(
+                n, cfg.batch_size, cfg.eval_batches, rank=0, world_size=hooks.world_size
+            )
+        )
+        evaluated *= hooks.world_size
+        if evaluated + p > n:
+            raise ValueError(
+                f"probe_sequences is {p}, but the validation split of data "
+                f"{self.data.source!r} has {n} sequences of seq_len={cfg.seq_len}, "
+                f"{evaluated} of them used by evaluation: the probe batch must not overlap "
+                f"them, so probe_sequences must be <= {n - evaluated}"
+            )
+        return np.arange(n - p, n)[hooks.rank :: hooks.world_size]
+
+    @torch.no_grad()
+    def _probe_loss(self) -> float:
+        """The loss of the fixed probe batch on the model as it is now (mean over ranks)."""
+        was_training = self.model.training
+        self.model.eval()
+        loss = self._loss(self._batch(self.seqs["validation"], self._probe_idx))
+        self.model.train(was_training)
+        return self.hooks.reduce_mean(loss)
+
     def _validate(self, step: int) -> float:
         if self._last_eval is not None and self._last_eval[0] == step:
             return self._last_eval[1]
@@ -586,12 +654,15 @@ class LMTrainer:
                 self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
 
+            probe = self._probe_loss() if self._probe_idx is not None else float("nan")
+            # a non-finite training step is passed on as it is (a failed trial or divergence)
+            signal = probe if cfg.adalrs_signal == "probe" and finite else loss_value
             action, events, restore_step = "continue", (), None
             with warnings.catch_warnings():
                 if not finite:  # torch warns when a schedule steps before any optimizer.step
                     warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
                 if cfg.adalrs:
-                    decision = self.scheduler.step(loss_value)
+                    decision = self.scheduler.step(signal)
                     action, events = decision.action.value, tuple(decision.events)
                     restore_step = decision.restore_step
                 else:
@@ -602,7 +673,7 @@ class LMTrainer:
             self.tokens += self.tokens_per_step
             self.steps_executed += 1
             session_steps += 1
-            self._record(t, lr, scale, loss_value, grad_norm, action, events)
+            self._record(t, lr, scale, loss_value, grad_norm, action, events, probe)
             self._acc["losses"].append(loss_value)
             self._compute.count(1, self.tokens_per_step)
             self._acc["wall_s"] += dt
@@ -696,7 +767,7 @@ class LMTrainer:
         self.cfg.lr = float(lr)
         logger.info("base LR %g -> %g", old, lr)
 
-    def _record(self, t, lr, scale, loss, grad_norm, action, events) -> None:
+    def _record(self, t, lr, scale, loss, grad_norm, action, events, probe) -> None:
         m = self.metrics
         m["step"].append(t)
         m["lr"].append(lr)
@@ -708,6 +779,7 @@ class LMTrainer:
         m["val_loss"].append(float("nan"))
         m["action"].append(action)
         m["event"].append(json.dumps(list(events)) if events else "")
+        m["probe_loss"].append(probe)
 
     def _rewind(self, restore_step: int | None) -> None:
         snap = self._loop_snapshot
@@ -898,7 +970,13 @@ class LMTrainer:
         self.steps_executed = int(state["steps_executed"])
         self.wall_s = float(state["wall_s"])
         self.nonfinite_streak = int(state["nonfinite_streak"])
-        self.metrics = {c: list(state["metrics"][c]) for c in METRIC_COLUMNS}
+        saved = state["metrics"]
+        rows = len(saved["step"])
+        # probe_loss is newer than the checkpoint format: absent means no probe was run
+        self.metrics = {
+            c: list(saved[c]) if c in saved or c != "probe_loss" else [float("nan")] * rows
+            for c in METRIC_COLUMNS
+        }
         self.evals = list(state["evals"])
         acc = state["report_acc"]
         self._acc = {k: acc[k] for k in ("losses", "wall_s", "events")}
