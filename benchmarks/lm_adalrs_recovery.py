@@ -97,6 +97,18 @@ def main() -> None:
         help="another AdaLRSConfig field (JSON value), repeatable; default: "
         "start_ratio=0.05 end_ratio=0.5",
     )
+    p.add_argument(
+        "--signal",
+        choices=("train", "probe"),
+        default="train",
+        help="what AdaLRS observes: the training loss or a fixed probe batch's loss (AdaLRS runs)",
+    )
+    p.add_argument(
+        "--probe-sequences",
+        type=int,
+        default=64,
+        help="sequences of the probe batch with --signal probe",
+    )
     p.add_argument("--out", default="runs/lm_adalrs_recovery")
     p.add_argument(
         "--reuse-from",
@@ -131,6 +143,8 @@ def main() -> None:
                 adalrs=adalrs,
                 window=args.window if adalrs else None,
                 adalrs_options=options if adalrs else {},
+                adalrs_signal=args.signal if adalrs else "train",
+                probe_sequences=args.probe_sequences if adalrs and args.signal == "probe" else 0,
                 num_threads=1,
                 eval_batches=16,
                 out_dir=str(out / name),
@@ -176,7 +190,8 @@ def main() -> None:
     lines = [
         f"tiny Qwen2, {args.schedule} (warmup {args.warmup}), {args.steps} steps, batch {args.batch_size}x"
         f"{args.seq_len}, window {args.window}, lr_grid {args.lr_grid:g}, AdaLRS options "
-        f"{json.dumps(options)}",
+        f"{json.dumps(options)}, signal {args.signal}"
+        + (f" ({args.probe_sequences} sequences)" if args.signal == "probe" else ""),
         "",
         "| start | start LR | AdaLRS found (peak LR) | found / lr_grid | val loss AdaLRS | "
         "val loss same start, no AdaLRS | within 3x | better |",
