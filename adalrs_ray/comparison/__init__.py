@@ -5,7 +5,8 @@ which keeps only the Tune hooks; its compute accounting, :class:`ComputeAccount`
 (:mod:`~adalrs_ray.comparison.accounting`, no Tune import); the files a comparison writes and their
 loaders (:mod:`~adalrs_ray.comparison.logs`); the one adapter to Tune's private API
 (:mod:`~adalrs_ray.comparison.tune_adapter`) and the trial side of the contract,
-:class:`TuneReporter` (:mod:`~adalrs_ray.comparison.reporter`).
+:class:`TuneReporter` (:mod:`~adalrs_ray.comparison.reporter`), and :class:`AdaLRSTrial`
+(:mod:`~adalrs_ray.comparison.trial`), which makes a user's own PyTorch loop a comparison trial.
 
 May import: :mod:`adalrs_ray.core`, the report's contract (:mod:`adalrs_ray.report.contract`), the
 arms (:mod:`search_algos`) and ``ray.tune``. Never a task (:mod:`train_loops`), the experiments or
@@ -30,6 +31,7 @@ _LAZY = {
     "load_comparison": "adalrs_ray.comparison.logs",
     "results_frame": "adalrs_ray.comparison.logs",
     "TuneReporter": "adalrs_ray.comparison.reporter",
+    "AdaLRSTrial": "adalrs_ray.comparison.trial",
     "AdaLRSComparison": "adalrs_ray.comparison.scheduler",
 }
 
