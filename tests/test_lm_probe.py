@@ -156,3 +156,19 @@ def test_a_checkpoint_from_before_the_probe_resumes(corpus, tmp_path):
     again.setup()
     assert len(again.metrics["probe_loss"]) == 8
     assert all(math.isnan(x) for x in again.metrics["probe_loss"])
+
+
+def test_train_cli_signal_probe_defaults_to_one_batch(corpus, tmp_path):
+    import pandas as pd
+
+    from adalrs_ray.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(corpus), "--cache-dir", str(tmp_path / "cache")]
+    argv += ["--seq-len", "32", "--batch-size", "4", "--eval-batches", "1", "--steps", "40"]
+    argv += ["--adalrs", "--window", "3", "--signal", "probe", "--device", "cpu", "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 0
+    summary = pd.read_json(out / "summary.json", typ="series")
+    assert summary["config"]["adalrs_signal"] == "probe"
+    assert summary["config"]["probe_sequences"] == 4
+    assert pd.read_parquet(out / "metrics.parquet")["probe_loss"].notna().all()

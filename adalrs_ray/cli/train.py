@@ -140,6 +140,19 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="another AdaLRSConfig field, e.g. lam=0.95, end_ratio=0.35 (repeatable)",
     )
+    p.add_argument(
+        "--signal",
+        choices=("train", "probe"),
+        default="train",
+        help="what AdaLRS observes: the training loss, or the loss of a fixed held-out probe "
+        "batch after every step (less noisy, one forward pass of --probe-sequences per step)",
+    )
+    p.add_argument(
+        "--probe-sequences",
+        type=int,
+        help="sequences of the probe batch (default with --signal probe: --batch-size); "
+        "also logs probe_loss without --signal probe",
+    )
     p.add_argument("--checkpoint-every", type=int, default=0)
     p.add_argument("--out", help="run directory (default runs/train-<time>)")
     p.add_argument("--resume", help="checkpoint or run directory to resume")
@@ -192,6 +205,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         adalrs=args.adalrs,
         window=args.window,
         adalrs_options=parse_adalrs_opts(args.adalrs_opt),
+        adalrs_signal=args.signal,
+        probe_sequences=(
+            args.probe_sequences
+            if args.probe_sequences is not None
+            else (args.batch_size if args.signal == "probe" else 0)
+        ),
         checkpoint_every=args.checkpoint_every,
         out_dir=args.out or _default_out("train"),
         resume=args.resume,
