@@ -172,3 +172,14 @@ def test_train_cli_signal_probe_defaults_to_one_batch(corpus, tmp_path):
     assert summary["config"]["adalrs_signal"] == "probe"
     assert summary["config"]["probe_sequences"] == 4
     assert pd.read_parquet(out / "metrics.parquet")["probe_loss"].notna().all()
+
+
+def test_in_a_comparison_only_the_adalrs_trials_probe():
+    from train_loops.trainables import lm_config_from_trial
+
+    shared = {"lr": 2e-3, "total_steps": 200, "report_every": 20, "preset": "tiny"}
+    shared.update(adalrs_signal="probe", probe_sequences=16)
+    on = lm_config_from_trial({**shared, "adalrs": {"window": 10}}, out_dir="/tmp/o")
+    off = lm_config_from_trial({**shared, "adalrs": None}, out_dir="/tmp/o")
+    assert (on.adalrs_signal, on.probe_sequences) == ("probe", 16)
+    assert (off.adalrs_signal, off.probe_sequences) == ("train", 0)

@@ -21,7 +21,9 @@ def lm_config_from_trial(config: Mapping[str, Any], out_dir: str):
     """The :class:`train_loops.lm.LMConfig` of a comparison trial: ``lr`` -> ``lr``,
     ``total_steps`` -> ``steps``, ``report_every`` -> ``report_every``, ``adalrs`` (``None`` or
     AdaLRSConfig arguments) -> ``adalrs``/``window``/``adalrs_options``; every other key is an
-    LMConfig field shared by all trials (``preset``, ``data``, ``batch_size``, ...)."""
+    LMConfig field shared by all trials (``preset``, ``data``, ``batch_size``, ...).
+    ``adalrs_signal`` and ``probe_sequences`` are AdaLRS settings: a trial without AdaLRS
+    neither probes nor pays for it."""
     import dataclasses
 
     from train_loops.lm import LMConfig
@@ -41,6 +43,8 @@ def lm_config_from_trial(config: Mapping[str, Any], out_dir: str):
         )
     kwargs = {k: v for k, v in config.items() if k in fields}
     adalrs = config.get("adalrs")
+    if adalrs is None:  # the probe batch is AdaLRS's signal, not a metric of every trial
+        kwargs.update(adalrs_signal="train", probe_sequences=0)
     if adalrs is not None and not isinstance(adalrs, Mapping):
         raise ValueError(f"lm_trainable: adalrs is {adalrs!r}, but must be None or a mapping")
     options = dict(adalrs or {})
