@@ -111,6 +111,13 @@ def register(subparsers: Any) -> None:
     )
     g.add_argument("--keep-checkpoints", action="store_true", help="keep the trial checkpoints")
     g.add_argument(
+        "--no-loggers",
+        dest="loggers",
+        action="store_false",
+        help="no Tune logs per trial (default: TensorBoard event files, progress.csv and "
+        "result.json in every trial directory under OUT/tune)",
+    )
+    g.add_argument(
         "--progress-every", type=float, default=10.0, help="seconds between progress lines"
     )
     g.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -207,6 +214,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         keep_checkpoints=args.keep_checkpoints,
         command=command,
+        loggers=args.loggers,
     )
     print(headline(result["summary"]))
     print(

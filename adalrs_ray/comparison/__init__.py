@@ -6,7 +6,8 @@ which keeps only the Tune hooks; its compute accounting, :class:`ComputeAccount`
 loaders (:mod:`~adalrs_ray.comparison.logs`); the one adapter to Tune's private API
 (:mod:`~adalrs_ray.comparison.tune_adapter`) and the trial side of the contract,
 :class:`TuneReporter` (:mod:`~adalrs_ray.comparison.reporter`), and :class:`AdaLRSTrial`
-(:mod:`~adalrs_ray.comparison.trial`), which makes a user's own PyTorch loop a comparison trial.
+(:mod:`~adalrs_ray.comparison.trial`), which makes a user's own PyTorch loop a comparison trial;
+Tune's own per-trial loggers for a run, :func:`tune_loggers` (:mod:`~adalrs_ray.comparison.loggers`).
 
 May import: :mod:`adalrs_ray.core`, the report's contract (:mod:`adalrs_ray.report.contract`), the
 arms (:mod:`search_algos`) and ``ray.tune``. Never a task (:mod:`train_loops`), the experiments or
@@ -32,6 +33,8 @@ _LAZY = {
     "results_frame": "adalrs_ray.comparison.logs",
     "TuneReporter": "adalrs_ray.comparison.reporter",
     "AdaLRSTrial": "adalrs_ray.comparison.trial",
+    "explicit_loggers": "adalrs_ray.comparison.loggers",
+    "tune_loggers": "adalrs_ray.comparison.loggers",
     "AdaLRSComparison": "adalrs_ray.comparison.scheduler",
 }
 

@@ -298,6 +298,8 @@ def run_compare(
     progress: bool = True,
     keep_checkpoints: bool = False,
     command: str | None = None,
+    loggers: bool = True,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Run the comparison described by ``preset`` in one ``tune.Tuner`` and write its report
     into ``out`` (the Tune experiment under ``out/tune``, the resolved settings in
@@ -314,6 +316,12 @@ def run_compare(
         progress_every, progress: seconds between progress lines on stderr; ``False``: none.
         keep_checkpoints: keep the trial checkpoints (removed at the end by default).
         command: the command line recorded in the settings and the report.
+        loggers: Tune's own per-trial logs (TensorBoard event files, ``progress.csv``,
+            ``result.json`` in every trial directory; :func:`adalrs_ray.comparison.tune_loggers`);
+            ``False``: none.
+        callbacks: further Tune callbacks for the run, e.g. Tune's own
+            ``ray.air.integrations.mlflow.MLflowLoggerCallback`` or
+            ``ray.air.integrations.wandb.WandbLoggerCallback`` (docs/tune.md, "Logs").
 
     Returns ``{"paths": write_report's paths, "summary": per-arm summary DataFrame,
     "compute": the scheduler's compute per arm (``AdaLRSComparison.compute_table()``),
@@ -329,9 +337,11 @@ def run_compare(
             "TorchTrainer per trial); the sim task runs in-process, use --workers 1"
         )
     arm_objs = build_arms(preset)
-    # before ray.tune is imported: Tune's console output and per-trial result files off
+    if not isinstance(loggers, bool):
+        raise ValueError(f"loggers is {loggers!r}, but must be True or False")
+    extra_callbacks = list(callbacks)
+    # before ray.tune is imported: Tune's console output off
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     out = Path(out).resolve()
     tune_dir = out / TUNE_NAME
     if tune_dir.exists():
@@ -339,7 +349,7 @@ def run_compare(
             f"{tune_dir} already exists (a previous compare run): choose another --out, or "
             f"rebuild its report with: adalrs-ray report {out}"
         )
-    from adalrs_ray.comparison import AdaLRSComparison
+    from adalrs_ray.comparison import AdaLRSComparison, explicit_loggers, tune_loggers
 
     sched = AdaLRSComparison(
         arm_objs, total_steps=preset.total_steps, report_every=preset.report_every
@@ -363,6 +373,7 @@ def run_compare(
         "trials": n_trials,
         "workers": workers,
         "address": address,
+        "loggers": loggers,
     }
     (out / CONFIG_FILE).write_text(json.dumps(settings, indent=1, default=str) + "\n")
 
@@ -375,7 +386,8 @@ def run_compare(
     with RayContext(address, cpus, dashboard=workers > 1) as ray:
         total_cpus = _cluster_cpus(ray)
         cpu = total_cpus / preset.max_concurrent
-        callbacks = []
+        # Tune's CSV, JSON and TensorBoard files per trial, then the caller's callbacks
+        callbacks = [*tune_loggers(loggers), *extra_callbacks]
         if workers > 1:
             from train_loops.trainables.lm_torchtrainer import NAME, TrainPlacementGroupReaper
 
@@ -413,7 +425,8 @@ def run_compare(
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             ),
         )
-        results = tuner.fit()
+        with explicit_loggers():  # exactly the loggers above, whatever the environment says
+            results = tuner.fit()
         ray_cpus = total_cpus
     wall = time.monotonic() - t_start
     errors = [f"{r.metrics.get('trial_id', '?')}: {r.error}" for r in results if r.error]
