@@ -9,6 +9,9 @@ report says how much each needed to come within 1/2/5% of the best loss any arm 
     python examples/compare_arms.py --out runs/example              # tiny Qwen2 LM, 15 x 300 steps
     python examples/compare_arms.py --smoke-test --out /tmp/example   # loss simulator, seconds
 
+Every trial directory under ``OUT/tune`` gets Tune's own logs (TensorBoard event files,
+``progress.csv``, ``result.json``: ``tensorboard --logdir OUT/tune``); ``--no-loggers``: none.
+
 It describes the comparison as a :class:`~adalrs_ray.experiments.presets.ComparePreset` and runs
 it with :func:`adalrs_ray.experiments.compare.run_compare`, the function behind
 ``adalrs-ray compare``. Uses an already initialised Ray (``ray.is_initialized()``) as is;
@@ -57,10 +60,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/compare_arms_example")
     parser.add_argument("--smoke-test", action="store_true", help="simulator, tiny budget")
+    parser.add_argument(
+        "--no-loggers",
+        dest="loggers",
+        action="store_false",
+        help="no Tune logs per trial (default: TensorBoard, progress.csv, result.json)",
+    )
     args = parser.parse_args(argv)
 
     try:
-        result = run_compare(example_preset(args.smoke_test), args.out, progress=False)
+        result = run_compare(
+            example_preset(args.smoke_test), args.out, progress=False, loggers=args.loggers
+        )
     except ValueError as exc:  # e.g. an earlier run in --out
         parser.error(str(exc))
 
