@@ -50,6 +50,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "reference": "regression",
     },
     "trajectory": {"two_sided": True, "factor_shrink": 0.5, "reference": "trajectory"},
+    # the default with the regression line read only inside H's range of levels
+    "in_range": {
+        "two_sided": True,
+        "factor_shrink": 0.5,
+        "restore": "regressed",
+        "reference": "regression_in_range",
+    },
     "trajectory+restore_regressed": {
         "two_sided": True,
         "factor_shrink": 0.5,

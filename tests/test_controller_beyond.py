@@ -467,3 +467,49 @@ def test_the_default_stays_at_the_optimum_where_the_paper_drifts_down():
 
     assert share(AdaLRSConfig(total_steps=8000, window=100)) >= 0.8
     assert share(AdaLRSConfig.paper(total_steps=8000, window=100)) <= 0.1
+
+
+# ---------------------------------------------------------------- reference="regression_in_range"
+_FLAT_H = [
+    WindowStat(3.00, 0.002, 5e-4, 0),
+    WindowStat(2.99, 0.0015, 5e-4, 8),
+    WindowStat(2.98, 0.001, 5e-4, 16),
+]
+
+
+@pytest.mark.parametrize("l_new", [2.985, 2.99, 2.995])
+def test_in_range_equals_the_line_inside_the_levels_of_h(l_new):
+    a = regression_reference(_FLAT_H, l_new)
+    b = regression_reference(_FLAT_H, l_new, in_range=True)
+    assert (a.velocity, a.se, a.mean) == pytest.approx((b.velocity, b.se, b.mean))
+
+
+@pytest.mark.parametrize(("l_new", "edge"), [(2.86, 2.98), (3.2, 3.00)])
+def test_in_range_reads_the_line_at_the_nearest_level_of_h(l_new, edge):
+    ref = regression_reference(_FLAT_H, l_new, in_range=True)
+    at_edge = regression_reference(_FLAT_H, edge)
+    assert ref.mean == edge
+    assert (ref.velocity, ref.se) == pytest.approx((at_edge.velocity, at_edge.se))
+
+
+def test_a_downscale_below_h_is_kept_in_range_where_the_extrapolated_line_is_inconclusive():
+    # H measured a flat loss at a too-large LR; the downscale's validation window lies 0.12
+    # below all of it and descends at 0.004 per step. Extrapolated 0.12 below levels 0.02
+    # apart, the line predicts a rising loss with an error ten times the windows'.
+    args = (0.004, 3e-4, 2.86, _FLAT_H, 2.97)
+    kw = {"comparable_rtol": 0.05}
+    line_ = judge_trial(*args, reference="regression", **kw)
+    in_range = judge_trial(*args, reference="regression_in_range", **kw)
+    assert line_.v_ref < 0 and line_.e > 5 * in_range.e
+    assert line_.verdict is Verdict.INCONCLUSIVE
+    assert in_range.verdict is Verdict.KEEP and in_range.v_ref == pytest.approx(0.001)
+
+
+def test_reference_regression_in_range_is_a_valid_choice_and_runs():
+    from adalrs_ray.core.simulator import simulate
+
+    c = AdaLRSConfig(total_steps=8000, window=100, reference="regression_in_range")
+    out = simulate(LossSimulator(seed=0), 1e-4, c)  # the optimum is 1e-3
+    assert out.final_scale > 3  # from 10x too small it climbs
+    with pytest.raises(ValueError, match="regression_in_range"):
+        AdaLRSConfig(total_steps=4000, window=50, reference="regression_inrange")

@@ -95,6 +95,9 @@ RULES: dict[str, dict[str, Any]] = {
     "trajectory": {"two_sided": True, "factor_shrink": 0.5, "reference": "trajectory"},
 }
 
+#: how a trial's validation window is judged (AdaLRSConfig.reference)
+REFERENCES = ("nearest", "regression", "regression_in_range", "trajectory")
+
 EVENT_KINDS = (
     "search_start",  # first step inside [start_ratio, end_ratio)
     "trial_start",  # velocity decayed: snapshot taken, LR ramp toward alpha' begins
@@ -215,7 +218,11 @@ class AdaLRSConfig:
             loss is nearest to L_new, with the corner case when none is close.
             ``"regression"``: v_ref is predicted at L_new by a line of velocity on mean loss
             through the non-overlapping windows of H (``decisions.regression_reference``);
-            its standard error enters e, and there is no corner case. ``"trajectory"``: no
+            its standard error enters e, and there is no corner case.
+            ``"regression_in_range"``: the same line, read at L_new clipped to the range of
+            H's window means: beyond the levels H measured the line is not extrapolated (a
+            downscale that lands below every window of H is compared with the base LR's
+            velocity at the lowest level it reached). ``"trajectory"``: no
             slopes at all: the validation window's mean loss against the loss the base LR
             would have reached over the same steps, extrapolated from H by a line in
             ln(step) (``decisions.trajectory_reference``); e in loss units from both
@@ -308,7 +315,7 @@ class AdaLRSConfig:
         check_choice("snapshot_policy", self.snapshot_policy, ("windows", "trials"))
         check_choice("backtrack_mode", self.backtrack_mode, ("continue", "rewind"))
         check_choice("restore", self.restore, ("always", "regressed"))
-        check_choice("reference", self.reference, ("nearest", "regression", "trajectory"))
+        check_choice("reference", self.reference, REFERENCES)
         for name in ("two_sided", "counter_trial"):
             value = getattr(self, name)
             check(isinstance(value, bool), f"{name} is {value!r}, but must be True or False")
@@ -949,7 +956,7 @@ class AdaLRS:
             list(self._hist_x),
             list(self._hist_y),
             self._k,
-            self._k if c.reference == "regression" else c.stride,
+            self._k if c.reference.startswith("regression") else c.stride,
             exclude_trigger=c.reference_excludes_trigger,
         )
         return judge_trial(

@@ -264,7 +264,9 @@ def corner_case_verdict(l_new: float, window_means: Sequence[float]) -> Verdict:
     return Verdict.INCONCLUSIVE
 
 
-def regression_reference(windows: Sequence[WindowStat], l_new: float) -> WindowStat:
+def regression_reference(
+    windows: Sequence[WindowStat], l_new: float, *, in_range: bool = False
+) -> WindowStat:
     """v_ref predicted at L_new by a least-squares line of velocity on mean loss through the
     (non-overlapping) windows of H; not in the paper.
 
@@ -275,10 +277,16 @@ def regression_reference(windows: Sequence[WindowStat], l_new: float) -> WindowS
     c_i = 1/n + (L_new - mean)(L_i - mean) / Sxx, so its standard error is
     sqrt(sum_i c_i^2 se_i^2) (the windows do not overlap, so their slopes are independent).
     With one window, or windows at one level, it is their mean velocity.
-    Returns a :class:`WindowStat` with ``mean = L_new`` and ``start = -1``.
+    ``in_range``: the line is read at L_new clipped to [min, max] of the window means, never
+    extrapolated past the levels H measured (far outside them the coefficients, and so v_ref
+    and its error, grow without bound).
+    Returns a :class:`WindowStat` with ``mean`` the level read (L_new unless clipped) and
+    ``start = -1``.
     """
     if not windows:
         raise ValueError("windows is empty, but must hold at least one k-window of H")
+    if in_range:
+        l_new = min(max(l_new, min(w.mean for w in windows)), max(w.mean for w in windows))
     n = len(windows)
     xbar = sum(w.mean for w in windows) / n
     sxx = sum((w.mean - xbar) ** 2 for w in windows)
@@ -413,13 +421,14 @@ def judge_trial(
     """The verdict on a trial from its validation window (v_new, its standard error, L_new) and
     the candidate reference windows of H: L_ref by :func:`nearest_window`; the corner case if
     it is not comparable, else the slope test with e; then the regress guard. With
-    ``reference="regression"`` v_ref comes from :func:`regression_reference` (``windows`` must
-    not overlap) and there is no corner case."""
-    if reference == "regression":
-        ref = regression_reference(windows, l_new)
+    ``reference="regression"`` (or ``"regression_in_range"``) v_ref comes from
+    :func:`regression_reference` (``windows`` must not overlap) and there is no corner case."""
+    regression = reference in ("regression", "regression_in_range")
+    if regression:
+        ref = regression_reference(windows, l_new, in_range=reference == "regression_in_range")
     else:
         ref = nearest_window(windows, l_new)
-    if reference != "regression" and needs_corner_case(ref.mean, l_new, comparable_rtol):
+    if not regression and needs_corner_case(ref.mean, l_new, comparable_rtol):
         e = None
         corner = True
         verdict = corner_case_verdict(l_new, [w.mean for w in windows])
