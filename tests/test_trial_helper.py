@@ -202,6 +202,12 @@ def test_adalrs_refuses_a_changed_lr_and_a_mismatched_checkpoint(tmp_path):
         AdaLRSTrial(config(lr=0.1, adalrs=ADALRS), make_model(), _adamw(), checkpoint=ckpt)
     with pytest.raises(ValueError, match="AdaLRS on, but this trial's adalrs is None"):
         AdaLRSTrial(config(), make_model(), _adamw(), checkpoint=ckpt)
+    from ray import tune
+
+    resumed = AdaLRSTrial(  # a Ray checkpoint (os.PathLike, but only as_directory() works)
+        config(adalrs=ADALRS), make_model(), _adamw(), checkpoint=tune.Checkpoint(str(ckpt))
+    )
+    assert resumed.next_step == 10
     with pytest.raises(ValueError, match="holds no adalrs_trial.pt"):
         AdaLRSTrial(config(), make_model(), _adamw(), checkpoint=tmp_path)
 

@@ -269,11 +269,12 @@ class AdaLRSTrial:
         return tune.get_checkpoint()
 
     def _resume(self, source: Any) -> None:
-        if isinstance(source, (str, os.PathLike)):
-            self._load(os.fspath(source))
-        elif callable(getattr(source, "as_directory", None)):
+        # a Ray checkpoint is os.PathLike but refuses os.fspath: ask for its directory first
+        if callable(getattr(source, "as_directory", None)):
             with source.as_directory() as folder:
                 self._load(folder)
+        elif isinstance(source, (str, os.PathLike)):
+            self._load(os.fspath(source))
         else:
             raise ValueError(
                 f"checkpoint is {source!r}, but must be 'auto', None, a directory or a "
