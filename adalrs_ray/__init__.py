@@ -26,6 +26,7 @@ _LAZY = {
     "InMemorySnapshotStore": "adalrs_ray.torch_binding.snapshot",
     "ObjectStoreSnapshotStore": "adalrs_ray.ray_train.object_store",
     "AdaLRSComparison": "adalrs_ray.comparison",
+    "AdaLRSTrial": "adalrs_ray.comparison",
     "LossSimulator": "adalrs_ray.core.simulator",
 }
 
