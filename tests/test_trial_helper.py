@@ -312,3 +312,104 @@ def test_missing_config_key_and_bad_arguments_are_value_errors():
         AdaLRSTrial(config(), make_model(), _adamw(), tokens_per_step=-1, **ok)
     with pytest.raises(ValueError, match="checkpoint is 3"):
         AdaLRSTrial(config(), make_model(), _adamw(), checkpoint=3, **ok)
+
+
+# ------------------------------------------------------------------ in a TorchTrainer per trial
+STEPS, EVERY = 24, 8  # 3 reports per trial
+
+
+def _worker_loop(config: dict) -> None:
+    """A user's loop in the workers of a TorchTrainer: DDP over 2 CPU workers, rank-local data."""
+    import ray.train
+    import ray.train.torch
+
+    torch.set_num_threads(1)
+    ctx = ray.train.get_context()
+    model = ray.train.torch.prepare_model(make_model(), move_to_device=False)
+    opt = torch.optim.AdamW(model.parameters(), lr=config["lr"])
+    trial = AdaLRSTrial(config, model, opt, tokens_per_step=32)
+    for step in trial.steps():
+        x, y = batch(step * ctx.get_world_size() + ctx.get_world_rank())
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        trial.step(loss)
+
+
+def _torchtrainer_trainable(config: dict) -> None:
+    import os
+
+    import ray.train
+
+    from adalrs_ray.comparison.train_trial import run_train_trial
+
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.1"  # Train forwards reports faster
+    scaling = ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.2})
+    run_train_trial(_worker_loop, config, scaling_config=scaling)
+
+
+@pytest.fixture(scope="module")
+def torchtrainer_comparison(ray_cluster, tmp_path_factory):
+    """One Tuner, 3 trials of 2 Train workers running AdaLRSTrial: synchronous PBT (2 trials, the
+    worse exploits the better after report 2 of 3) and AdaLRS (1 trial)."""
+    import sys
+
+    import ray.cloudpickle
+    from ray import tune
+
+    from adalrs_ray.comparison import AdaLRSComparison
+    from adalrs_ray.comparison.train_trial import TrainPlacementGroupReaper
+    from search_algos import get_arm
+
+    module = sys.modules[__name__]
+    ray.cloudpickle.register_pickle_by_value(module)  # tests/ is not importable by the workers
+    arms = [
+        get_arm("pbt", num_trials=2, perturbation_interval=2, synch=True, lrs=(1e-4, 3e-2)),
+        get_arm(
+            "adalrs",
+            lrs=(1e-2,),
+            adalrs={"window": 4, "start_ratio": 0.1, "end_ratio": 0.9, "ramp_steps": 2},
+        ),
+    ]
+    sched = AdaLRSComparison(arms, total_steps=STEPS, report_every=EVERY)
+    tuner = tune.Tuner(
+        tune.with_resources(_torchtrainer_trainable, {"cpu": 0.1}),
+        param_space=sched.param_space({}),
+        tune_config=tune.TuneConfig(scheduler=sched, reuse_actors=True),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path_factory.mktemp("trial_tt")),
+            name="cmp",
+            verbose=0,
+            callbacks=[TrainPlacementGroupReaper()],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        ),
+    )
+    try:
+        results = tuner.fit()
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(module)
+    return sched, results
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_in_a_torchtrainer_per_trial_pbt_lr_survives_and_adalrs_decides(torchtrainer_comparison):
+    sched, results = torchtrainer_comparison
+    assert not results.errors
+    rows = sched.results_table()
+    assert len(rows) == 3 * STEPS // EVERY
+    assert (rows["steps_done"] == EVERY).all() and (rows["worker_s_done"] > 0).all()
+    assert (rows["tokens_done"] == EVERY * 32).all()
+    # PBT's exploit: the donor's checkpoint, restored in both workers, then the explored LR
+    (event,) = sched.exploit_log()
+    mine = rows[rows["trial_id"] == event["trial_id"]]
+    after = mine[mine["restart_kind"] == "exploit"].iloc[0]
+    assert after["step"] == STEPS - 1 and after["steps_done"] == EVERY
+    assert after["lr"] == pytest.approx(event["lr_after"], rel=1e-12) != event["lr_before"]
+    # AdaLRS in the workers, on the loss averaged over both ranks
+    ada = rows[rows["arm"] == "adalrs"]
+    kinds = {e["kind"] for cell in ada["adalrs_events"] for e in json.loads(cell)}
+    assert {"search_start", "trial_start"} <= kinds
+    table = sched.compute_table().set_index("arm")
+    assert table.loc["pbt", "steps"] == 2 * STEPS and table.loc["pbt", "exploits"] == 1

@@ -7,10 +7,13 @@ loaders (:mod:`~adalrs_ray.comparison.logs`); the one adapter to Tune's private 
 (:mod:`~adalrs_ray.comparison.tune_adapter`) and the trial side of the contract,
 :class:`TuneReporter` (:mod:`~adalrs_ray.comparison.reporter`), and :class:`AdaLRSTrial`
 (:mod:`~adalrs_ray.comparison.trial`), which makes a user's own PyTorch loop a comparison trial;
-Tune's own per-trial loggers for a run, :func:`tune_loggers` (:mod:`~adalrs_ray.comparison.loggers`).
+Tune's own per-trial loggers for a run, :func:`tune_loggers` (:mod:`~adalrs_ray.comparison.loggers`);
+a Ray Train ``TorchTrainer`` per trial, :func:`run_train_trial`
+(:mod:`~adalrs_ray.comparison.train_trial`).
 
 May import: :mod:`adalrs_ray.core`, the report's contract (:mod:`adalrs_ray.report.contract`), the
-arms (:mod:`search_algos`) and ``ray.tune``. Never a task (:mod:`train_loops`), the experiments or
+arms (:mod:`search_algos`), the torch binding and Ray Train utility below them, ``ray.tune`` and
+``ray.train``. Never a task (:mod:`train_loops`), the experiments or
 the CLI.
 """
 
@@ -33,6 +36,8 @@ _LAZY = {
     "results_frame": "adalrs_ray.comparison.logs",
     "TuneReporter": "adalrs_ray.comparison.reporter",
     "AdaLRSTrial": "adalrs_ray.comparison.trial",
+    "TrainPlacementGroupReaper": "adalrs_ray.comparison.train_trial",
+    "run_train_trial": "adalrs_ray.comparison.train_trial",
     "explicit_loggers": "adalrs_ray.comparison.loggers",
     "tune_loggers": "adalrs_ray.comparison.loggers",
     "AdaLRSComparison": "adalrs_ray.comparison.scheduler",

@@ -52,12 +52,24 @@ from adalrs_ray.torch_binding.rng import get_rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CHECKPOINT_FILE", "RESUME_KEY", "AdaLRSTrial"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "PLACEMENT_GROUP_METRIC",
+    "PROGRESS_FILE",
+    "RESUME_KEY",
+    "AdaLRSTrial",
+]
 
 #: The file an :class:`AdaLRSTrial` checkpoint holds (``torch.save`` of a plain dict).
 CHECKPOINT_FILE = "adalrs_trial.pt"
 #: Key of a Train worker's config holding the Tune trial's checkpoint to start from.
 RESUME_KEY = "adalrs_resume_from"
+#: Written into every checkpoint: ``{"next_step", "steps"}``, where the run stands (read by
+#: :func:`~adalrs_ray.comparison.train_trial.run_train_trial` without loading the state).
+PROGRESS_FILE = "adalrs_tune_progress.json"
+#: Reported from a Train worker: the hex id of the Train run's placement group (for
+#: :class:`~adalrs_ray.comparison.train_trial.TrainPlacementGroupReaper`).
+PLACEMENT_GROUP_METRIC = "train_placement_group"
 STATE_VERSION = 1
 _STATE_KEYS = ("version", "next_step", "lr", "adalrs_on", "model", "optimizer", "scheduler")
 
@@ -419,11 +431,17 @@ class AdaLRSTrial:
             if self.rank == 0:
                 folder = tempfile.mkdtemp(prefix="adalrs_trial_")
                 torch.save(self.state_dict(), os.path.join(folder, CHECKPOINT_FILE))
+                with open(os.path.join(folder, PROGRESS_FILE), "w") as f:
+                    json.dump({"next_step": self.next_step, "steps": self.total_steps}, f)
             if self._report_fn is not None:
                 self._report_fn(metrics, folder)
             elif self._in_train:
                 import ray.train
+                import ray.util
 
+                pg = ray.util.get_current_placement_group()
+                metrics["world_size"] = self.world_size
+                metrics[PLACEMENT_GROUP_METRIC] = pg.id.hex() if pg else None
                 ckpt = ray.train.Checkpoint.from_directory(folder) if folder else None
                 ray.train.report(metrics, checkpoint=ckpt)
             else:
