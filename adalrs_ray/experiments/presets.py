@@ -15,8 +15,11 @@ arm class declares its settings per preset (``preset_settings``) and its size op
 Presets (:data:`PRESETS`):
 
 * ``quick`` -- the README's main command: the tiny Qwen2 LM on the standard-library corpus, 21
-  trials of 600 steps; 4 min 18 s end to end on 2 cores (measured, docs/compare.md).
-* ``long`` -- the same task with 2x longer trials and 1.5x longer windows.
+  trials of 600 steps under WSD; the AdaLRS trials observe a fixed 16-sequence probe batch
+  (their training loss at 16 x 64 tokens per step is below its own noise level in 20-step
+  windows; docs/compare.md gives the time on 2 cores).
+* ``long`` -- the tiny LM under cosine with the training-loss signal, trials of 1,200 steps and
+  1.5x longer windows (the earlier quick preset at twice the budget).
 * ``wsd64`` -- the tiny LM at 64 x 128 tokens per step under WSD, trials of 2,000 steps: the
   setting in which AdaLRS from 10x too small reached 0.83x the grid's LR (docs/lm_task.md, F).
 * ``sim`` -- the loss simulator (:class:`adalrs_ray.core.simulator.LossSimulator`): no training
@@ -273,8 +276,21 @@ _LM_TRIAL = {
 }
 
 
-def _tiny_lm(name: str, description: str, total_steps: int, report_every: int, window: int):
-    """A comparison on the tiny LM (the quick and long presets differ only in their budgets)."""
+def _tiny_lm(
+    name: str,
+    description: str,
+    total_steps: int,
+    report_every: int,
+    window: int,
+    schedule: str = "cosine",
+    probe_sequences: int = 0,
+):
+    """A comparison on the tiny LM at 16 x 64 tokens per step. ``probe_sequences`` > 0: the
+    AdaLRS trials observe the loss of a fixed probe batch of that many sequences
+    (``LMConfig.adalrs_signal="probe"``), the other arms' trials do not probe."""
+    probe = (
+        {"adalrs_signal": "probe", "probe_sequences": probe_sequences} if probe_sequences else {}
+    )
     return ComparePreset(
         name=name,
         description=description,
@@ -290,7 +306,7 @@ def _tiny_lm(name: str, description: str, total_steps: int, report_every: int, w
             "end_ratio": 0.5,
             "ramp_steps": window // 2,
         },
-        trial_config={**_LM_TRIAL, "seq_len": 64},
+        trial_config={**_LM_TRIAL, "seq_len": 64, "schedule": schedule, **probe},
         max_concurrent=4,
     )
 
@@ -300,14 +316,21 @@ PRESETS: dict[str, ComparePreset] = {
     for p in (
         _tiny_lm(
             name="quick",
-            description="tiny Qwen2 LM on the stdlib corpus, 21 trials of 600 steps, sized for 2 cores",
+            description="tiny Qwen2 LM on the stdlib corpus, WSD, 21 trials of 600 steps, AdaLRS "
+            "on a 16-sequence probe batch, sized for 2 cores",
             total_steps=600,
             report_every=50,
             window=20,
+            # at 16 x 64 tokens per step a 20-step slope of the training loss is below its own
+            # standard error (median |v|/se 0.82); the probe batch's is 3.8 for 0.30 of a
+            # training step (benchmarks/lm_probe_signal.py, docs/lm_task.md)
+            schedule="wsd",
+            probe_sequences=16,
         ),
         _tiny_lm(
             name="long",
-            description="tiny Qwen2 LM on the stdlib corpus, trials of 1200 steps (2x quick)",
+            description="tiny Qwen2 LM on the stdlib corpus, cosine, training-loss signal, trials "
+            "of 1200 steps",
             total_steps=1200,
             report_every=100,
             window=30,
