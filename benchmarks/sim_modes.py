@@ -57,6 +57,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "restore": "regressed",
         "reference": "regression_in_range",
     },
+    # the default, but an inconclusive trial keeps its direction
+    "keep_direction": {
+        "two_sided": True,
+        "factor_shrink": 0.5,
+        "restore": "regressed",
+        "reference": "regression",
+        "inconclusive_turns": False,
+    },
     "trajectory+restore_regressed": {
         "two_sided": True,
         "factor_shrink": 0.5,

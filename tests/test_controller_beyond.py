@@ -189,6 +189,17 @@ def test_an_inconclusive_trial_turns_the_search_around_without_shrinking():
     assert (sd["direction"], sd["factor_up"], ctl.scale) == ("down", 3.0, 1.0)
 
 
+def test_with_inconclusive_turns_off_an_inconclusive_trial_keeps_its_direction():
+    assert next_direction("down", Verdict.INCONCLUSIVE, turn_on_inconclusive=False) == "down"
+    assert next_direction("down", Verdict.BACKTRACK, turn_on_inconclusive=False) == "up"
+    ctl = AdaLRS(cfg(**TWO_SIDED, error_floor=1.0, inconclusive_turns=False))
+    feed(ctl, TRIGGER + RAMP + line(5.3, 0.1), 0)  # the same inconclusive upscale as above
+    assert kinds(ctl)[-1] == "inconclusive"
+    assert (ctl.state_dict()["direction"], ctl.scale) == ("up", 1.0)
+    with pytest.raises(ValueError, match="inconclusive_turns is 0"):
+        cfg(inconclusive_turns=0)
+
+
 def test_min_trial_factor_stops_a_direction_and_then_the_search():
     after = line(5.0, 0.5) + line(5.0, 0.1) + line(4.0, 0.01) * 3
     ctl = _failed_up(min_trial_factor=2.5)  # down (beta 2) never qualifies; up shrank to 1.73

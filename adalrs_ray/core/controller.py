@@ -74,6 +74,7 @@ STATE_VERSION = 2
 _V1_FIELDS = {
     "two_sided": False,
     "counter_trial": False,
+    "inconclusive_turns": True,
     "factor_shrink": 1.0,
     "min_trial_factor": 1.0,
     "settle_steps": 0,
@@ -195,6 +196,10 @@ class AdaLRSConfig:
             trial goes up (by alpha') or down (by 1/beta') and is validated either way; a kept
             trial keeps its direction, a failed or inconclusive one turns the next trial
             around, and a failed trial returns to the pre-trial scale (no blind downscale).
+        inconclusive_turns: two-sided only: an inconclusive trial turns the next trial the
+            other way (``True``), or keeps its direction (``False``; only a failed trial turns
+            the search around, so an inconclusive downscale after a failed upscale is tried
+            again, smaller, instead of the failed direction).
         counter_trial: two-sided only: a failed trial that restored the snapshot starts the
             trial the other way at once, from the restored model and with the same H (whose
             steps are moved on by the discarded ones), instead of after two fresh windows
@@ -259,6 +264,7 @@ class AdaLRSConfig:
     # beyond the paper: the "regression" rule (docs/controller.md gives the measurements)
     two_sided: bool = True
     counter_trial: bool = False
+    inconclusive_turns: bool = True
     factor_shrink: float = 0.5
     min_trial_factor: float = 1.0
     settle_steps: int = 0
@@ -316,7 +322,7 @@ class AdaLRSConfig:
         check_choice("backtrack_mode", self.backtrack_mode, ("continue", "rewind"))
         check_choice("restore", self.restore, ("always", "regressed"))
         check_choice("reference", self.reference, REFERENCES)
-        for name in ("two_sided", "counter_trial"):
+        for name in ("two_sided", "counter_trial", "inconclusive_turns"):
             value = getattr(self, name)
             check(isinstance(value, bool), f"{name} is {value!r}, but must be True or False")
         check(
@@ -986,13 +992,15 @@ class AdaLRS:
 
     def _drop_trial(self, step: int, emitted: list, info: dict[str, Any]) -> Action:
         """Inconclusive: back to the pre-trial scale (model and H kept), theta more eager."""
-        tr = self._trial
+        tr, c = self._trial, self.config
         self._trial = None
         self._phase = "search"
         self._scale = tr.base_scale
         self._theta = eager_theta(self._theta)
         if self.config.two_sided:
-            self._direction = next_direction(tr.direction, Verdict.INCONCLUSIVE)
+            self._direction = next_direction(
+                tr.direction, Verdict.INCONCLUSIVE, turn_on_inconclusive=c.inconclusive_turns
+            )
         self._win.reset()
         self._win_x.clear()
         self._win_y.clear()

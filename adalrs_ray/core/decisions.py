@@ -165,10 +165,11 @@ def trial_factor(direction: str, alpha: float, beta: float, lam: float, t: int) 
     return rectified_beta_divisor(beta, lam, t)
 
 
-def next_direction(direction: str, verdict: Verdict) -> str:
-    """Two-sided search (not in the paper): a kept trial keeps its direction; a failed or
-    inconclusive one turns the search around."""
-    if verdict is Verdict.KEEP:
+def next_direction(direction: str, verdict: Verdict, *, turn_on_inconclusive: bool = True) -> str:
+    """Two-sided search (not in the paper): a kept trial keeps its direction; a failed one
+    turns the search around, and so does an inconclusive one unless ``turn_on_inconclusive``
+    is False."""
+    if verdict is Verdict.KEEP or (verdict is Verdict.INCONCLUSIVE and not turn_on_inconclusive):
         return direction
     return "down" if direction == "up" else "up"
 
