@@ -222,3 +222,17 @@ def test_cli_reports_a_directory_without_text_in_one_line(tmp_path, capsys):
     last = err.strip().splitlines()[-1]  # after the warning that the binary file was skipped
     assert last.startswith("adalrs-ray train: error: data ") and str(root) in last
     assert "no usable text" in last
+
+
+def test_compare_refuses_a_directory_without_text_before_any_trial(tmp_path, capsys):
+    root = tmp_path / "blobs"
+    root.mkdir()
+    (root / "a.bin").write_bytes(b"\x00" * 100)
+    out = tmp_path / "cmp"
+    argv = ["compare", "--data", str(root), "--preset", "smoke", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("adalrs-ray compare: error: data ") and "no usable text" in last
+    assert not (out / "tune").exists()  # no Ray, no trial

@@ -116,6 +116,16 @@ def check_trial_config(preset: ComparePreset, sched, trial_config: Mapping[str, 
     data = trial_config.get("data")
     if data is not None and not Path(data).exists():
         raise ValueError(f"--data {data!r} does not exist")
+    if data is not None:  # read (and cache) the corpus once here: an unusable one fails now
+        from train_loops.data import load_lm_data
+
+        load_lm_data(
+            data,
+            text_column=trial_config.get("text_column", "text"),
+            tokenizer=trial_config.get("tokenizer", "byte"),
+            bpe_vocab_size=trial_config.get("bpe_vocab_size", 4096),
+            cache_dir=trial_config.get("cache_dir"),
+        )
     if "workers" in trial_config:
         from train_loops.trainables.lm_torchtrainer import check_train_config
 
