@@ -65,6 +65,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "reference": "regression",
         "inconclusive_turns": False,
     },
+    # the default, but an inconclusive trial shrinks its direction's factor too
+    "shrink_inconclusive": {
+        "two_sided": True,
+        "factor_shrink": 0.5,
+        "restore": "regressed",
+        "reference": "regression",
+        "inconclusive_shrinks": True,
+    },
     "trajectory+restore_regressed": {
         "two_sided": True,
         "factor_shrink": 0.5,

@@ -200,6 +200,17 @@ def test_with_inconclusive_turns_off_an_inconclusive_trial_keeps_its_direction()
         cfg(inconclusive_turns=0)
 
 
+def test_with_inconclusive_shrinks_an_inconclusive_trial_shrinks_its_direction():
+    ctl = AdaLRS(cfg(**TWO_SIDED, error_floor=1.0, inconclusive_shrinks=True))
+    feed(ctl, TRIGGER + RAMP + line(5.3, 0.1), 0)  # the same inconclusive upscale as above
+    assert kinds(ctl)[-1] == "inconclusive"
+    sd = ctl.state_dict()
+    assert (sd["direction"], ctl.scale) == ("down", 1.0)
+    assert sd["factor_up"] == pytest.approx(3.0**0.5) and sd["factor_down"] == 2.0
+    with pytest.raises(ValueError, match="inconclusive_shrinks is 'yes'"):
+        cfg(inconclusive_shrinks="yes")
+
+
 def test_min_trial_factor_stops_a_direction_and_then_the_search():
     after = line(5.0, 0.5) + line(5.0, 0.1) + line(4.0, 0.01) * 3
     ctl = _failed_up(min_trial_factor=2.5)  # down (beta 2) never qualifies; up shrank to 1.73

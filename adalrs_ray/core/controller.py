@@ -75,6 +75,7 @@ _V1_FIELDS = {
     "two_sided": False,
     "counter_trial": False,
     "inconclusive_turns": True,
+    "inconclusive_shrinks": False,
     "factor_shrink": 1.0,
     "min_trial_factor": 1.0,
     "settle_steps": 0,
@@ -200,6 +201,9 @@ class AdaLRSConfig:
             other way (``True``), or keeps its direction (``False``; only a failed trial turns
             the search around, so an inconclusive downscale after a failed upscale is tried
             again, smaller, instead of the failed direction).
+        inconclusive_shrinks: two-sided only: an inconclusive trial also shrinks its
+            direction's factor by ``factor_shrink`` (``False``: only a failed one does). A step
+            that could not be told from no step is tried smaller next time, as in a bisection.
         counter_trial: two-sided only: a failed trial that restored the snapshot starts the
             trial the other way at once, from the restored model and with the same H (whose
             steps are moved on by the discarded ones), instead of after two fresh windows
@@ -265,6 +269,7 @@ class AdaLRSConfig:
     two_sided: bool = True
     counter_trial: bool = False
     inconclusive_turns: bool = True
+    inconclusive_shrinks: bool = False
     factor_shrink: float = 0.5
     min_trial_factor: float = 1.0
     settle_steps: int = 0
@@ -322,7 +327,7 @@ class AdaLRSConfig:
         check_choice("backtrack_mode", self.backtrack_mode, ("continue", "rewind"))
         check_choice("restore", self.restore, ("always", "regressed"))
         check_choice("reference", self.reference, REFERENCES)
-        for name in ("two_sided", "counter_trial", "inconclusive_turns"):
+        for name in ("two_sided", "counter_trial", "inconclusive_turns", "inconclusive_shrinks"):
             value = getattr(self, name)
             check(isinstance(value, bool), f"{name} is {value!r}, but must be True or False")
         check(
@@ -997,7 +1002,11 @@ class AdaLRS:
         self._phase = "search"
         self._scale = tr.base_scale
         self._theta = eager_theta(self._theta)
-        if self.config.two_sided:
+        if c.two_sided:
+            if c.inconclusive_shrinks:
+                self._factors[tr.direction] = shrunk_factor(
+                    self._factors[tr.direction], c.factor_shrink
+                )
             self._direction = next_direction(
                 tr.direction, Verdict.INCONCLUSIVE, turn_on_inconclusive=c.inconclusive_turns
             )
