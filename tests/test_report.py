@@ -569,3 +569,69 @@ def test_numpy_numbers_are_numbers(table):
     plain = summarize(table, baseline_steps=200, thresholds=(0.01, 0.05))
     numpy = summarize(table, baseline_steps=np.int64(200), thresholds=np.array([0.01, 0.05]))
     pd.testing.assert_frame_equal(plain, numpy)
+
+
+# ----------------------------------------------------------------------------- trial table
+def _trial_table_reference(df: pd.DataFrame) -> pd.DataFrame:
+    """The readable per-trial loop that ``trial_table`` vectorises (its code before the load
+    benchmark, issue 15 item 5), kept as the reference of the differential test below."""
+    from adalrs_ray.report.contract import FAILED_STATUSES, UNFINISHED_STATUSES
+    from adalrs_ray.report.results import iter_events, number_or_nan, validate_results
+
+    kinds = ("keep", "backtrack", "inconclusive", "boundary_downscale", "nonfinite_loss")
+    df = validate_results(df)
+    events = iter_events(df)
+    rows = []
+    for tid, g in df.groupby("trial_id", sort=False):
+        last = g.iloc[-1]
+        final_vl = float(last["val_loss"])
+        status = str(last["status"])
+        reasons = []
+        if status in FAILED_STATUSES:
+            reasons.append(f"status {status}")
+        if not math.isfinite(final_vl):
+            reasons.append(f"final val_loss is {final_vl}")
+        outcome = "failed" if reasons else "unfinished" if status in UNFINISHED_STATUSES else "ok"
+        vl = g["val_loss"].to_numpy()
+        finite = vl[np.isfinite(vl)]
+        ev = events[events["trial_id"] == tid]["kind"].value_counts()
+        nxt = number_or_nan(last.get("lr_next"))
+        base = nxt if math.isfinite(nxt) and nxt > 0 else float(last["lr0"])
+        sc = float(last["scale"])
+        row = {
+            "arm": last["arm"],
+            "trial_id": tid,
+            "lr0": float(g["lr0"].iloc[0]),
+            "status": status,
+            "outcome": outcome,
+            "failure": "; ".join(reasons),
+            "reports": len(g),
+            "final_step": int(last["step"]),
+            "final_val_loss": final_vl,
+            "best_val_loss": float(finite.min()) if finite.size else math.nan,
+            "final_scale": sc,
+            "final_base_lr": base * (sc if math.isfinite(sc) else 1.0),
+            "steps": float(last["cum_steps"]),
+            "tokens": float(last["cum_tokens"]),
+            "worker_s": float(last["cum_worker_s"]),
+        }
+        for kind in kinds:
+            row[kind] = int(ev.get(kind, 0))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("source", ["table", "quick_run", "lr_next"])
+def test_trial_table_equals_the_per_trial_loop(source, table):
+    from pathlib import Path
+
+    if source == "table":
+        df = table  # failed, unfinished, NaN scales, AdaLRS events
+    else:
+        df = report.load_results(Path(__file__).parents[1] / "docs" / "runs" / "quick")
+        if source == "lr_next":  # PBT's changed LR, some rows without one
+            df = df.assign(lr_next=np.where(np.arange(len(df)) % 3 == 0, np.nan, df["lr0"] * 2))
+    fast, ref = trial_table(df), _trial_table_reference(df)
+    assert list(fast.columns) == list(ref.columns)
+    pd.testing.assert_frame_equal(fast, ref, check_dtype=False)
+    assert (fast[["keep", "backtrack"]].dtypes == "int64").all()

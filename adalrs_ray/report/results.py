@@ -116,8 +116,9 @@ def validate_results(df: pd.DataFrame) -> pd.DataFrame:
                     "cumulative compute never decreases, so rows must be in order of arrival"
                 )
 
-    out["adalrs_events"] = [
-        _normalise_events(v, i, out["trial_id"].iloc[i])
+    trial_ids = out["trial_id"].tolist()
+    out["adalrs_events"] = [  # most reports carry no event: "[]" is already normal
+        v if isinstance(v, str) and v == "[]" else _normalise_events(v, i, trial_ids[i])
         for i, v in enumerate(out["adalrs_events"].tolist())
     ]
     out["adalrs_events"] = out["adalrs_events"].astype(str)
@@ -175,6 +176,8 @@ def iter_events(df: pd.DataFrame) -> pd.DataFrame:
     for i, (arm, tid, lr0, raw) in enumerate(
         zip(df["arm"], df["trial_id"], df["lr0"], df["adalrs_events"])
     ):
+        if raw == "[]":  # a validated table holds JSON strings
+            continue
         for ev in json.loads(raw):
             records.append(
                 {

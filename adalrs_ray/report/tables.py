@@ -22,7 +22,7 @@ from adalrs_ray.report.contract import (
     UNFINISHED_STATUSES,
     UNITS,
 )
-from adalrs_ray.report.results import iter_events, number_or_nan, validate_results
+from adalrs_ray.report.results import iter_events, validate_results
 
 logger = logging.getLogger(__name__)
 
@@ -51,63 +51,67 @@ def trial_table(df: pd.DataFrame) -> pd.DataFrame:
     infinite; else *unfinished* when its last status is RUNNING/PENDING/PAUSED; else *ok*.
     """
     df = validate_results(df)
-    events = iter_events(df)
-    rows = []
-    for tid, g in df.groupby("trial_id", sort=False):
-        last = g.iloc[-1]
-        final_vl = float(last["val_loss"])
-        status = str(last["status"])
-        reasons = []
-        if status in FAILED_STATUSES:
-            reasons.append(f"status {status}")
-        if not math.isfinite(final_vl):
-            reasons.append(f"final val_loss is {final_vl}")
-        if reasons:
-            outcome = "failed"
-        elif status in UNFINISHED_STATUSES:
-            outcome = "unfinished"
-        else:
-            outcome = "ok"
-        vl = g["val_loss"].to_numpy()
-        finite = vl[np.isfinite(vl)]
-        ev = events[events["trial_id"] == tid]["kind"].value_counts()
-        row = {
-            "arm": last["arm"],
-            "trial_id": tid,
-            "lr0": float(g["lr0"].iloc[0]),
-            "status": status,
+    # vectorised over trials (a loop over them cost ~1 ms per trial); the readable loop it
+    # replaces is the reference of tests/test_report.py's differential test
+    groups = df.groupby("trial_id", sort=False)
+    first = groups.head(1).set_index("trial_id")
+    last = groups.tail(1).set_index("trial_id").loc[first.index]
+    final_vl = last["val_loss"].astype("float64")
+    status = last["status"].astype(str)
+    failed_status = status.isin(list(FAILED_STATUSES))
+    nonfinite = ~np.isfinite(final_vl.to_numpy())
+    failure = [
+        "; ".join(([f"status {st}"] if fs else []) + ([f"final val_loss is {vl}"] if nf else []))
+        for st, fs, nf, vl in zip(status, failed_status, nonfinite, final_vl.tolist())
+    ]
+    outcome = np.where(
+        failed_status.to_numpy() | nonfinite,
+        "failed",
+        np.where(status.isin(list(UNFINISHED_STATUSES)).to_numpy(), "unfinished", "ok"),
+    )
+    vl = df["val_loss"].astype("float64")
+    best = vl.where(np.isfinite(vl.to_numpy())).groupby(df["trial_id"], sort=False).min()
+    scale = last["scale"].astype("float64")
+    base_lr = last["lr0"].astype("float64")
+    if "lr_next" in last.columns:
+        nxt = pd.to_numeric(last["lr_next"], errors="coerce").astype("float64")
+        use = np.isfinite(nxt.to_numpy()) & (nxt.to_numpy() > 0)
+        base_lr = base_lr.where(~use, nxt)
+    out = pd.DataFrame(
+        {
+            "arm": last["arm"].to_numpy(),
+            "trial_id": first.index.to_numpy(),
+            "lr0": first["lr0"].astype("float64").to_numpy(),
+            "status": status.to_numpy(),
             "outcome": outcome,
-            "failure": "; ".join(reasons),
-            "reports": len(g),
-            "final_step": int(last["step"]),
-            "final_val_loss": final_vl,
-            "best_val_loss": float(finite.min()) if finite.size else math.nan,
-            "final_scale": float(last["scale"]),
-            "final_base_lr": _base_lr(last) * _scale_or_one(last["scale"]),
-            "steps": float(last["cum_steps"]),
-            "tokens": float(last["cum_tokens"]),
-            "worker_s": float(last["cum_worker_s"]),
+            "failure": failure,
+            "reports": groups.size().loc[first.index].to_numpy(),
+            "final_step": last["step"].astype("int64").to_numpy(),
+            "final_val_loss": final_vl.to_numpy(),
+            "best_val_loss": best.loc[first.index].to_numpy(),
+            "final_scale": scale.to_numpy(),
+            "final_base_lr": (base_lr * scale.where(np.isfinite(scale.to_numpy()), 1.0)).to_numpy(),
+            "steps": last["cum_steps"].astype("float64").to_numpy(),
+            "tokens": last["cum_tokens"].astype("float64").to_numpy(),
+            "worker_s": last["cum_worker_s"].astype("float64").to_numpy(),
         }
-        for kind in _EVENT_COUNT_KINDS:
-            row[kind] = int(ev.get(kind, 0))
-        rows.append(row)
-    out = pd.DataFrame(rows)
+    )
+    events = iter_events(df)
+    counts = (
+        events.groupby(["trial_id", "kind"]).size()
+        if len(events)
+        else pd.Series(
+            dtype="int64", index=pd.MultiIndex.from_tuples([], names=["trial_id", "kind"])
+        )
+    )
     for kind in _EVENT_COUNT_KINDS:
-        out[kind] = out[kind].astype("int64")
+        per_trial = (
+            counts.xs(kind, level="kind")
+            if kind in counts.index.get_level_values("kind")
+            else pd.Series(dtype="int64")
+        )
+        out[kind] = per_trial.reindex(out["trial_id"]).fillna(0).astype("int64").to_numpy()
     return out
-
-
-def _base_lr(row: pd.Series) -> float:
-    """The trial's base LR at this report: ``lr_next`` (the trial's config LR after the report,
-    an optional column the Tune scheduler logs; PBT changes it) when present and finite, else
-    ``lr0``."""
-    nxt = number_or_nan(row.get("lr_next"))
-    return nxt if math.isfinite(nxt) and nxt > 0 else float(row["lr0"])
-
-
-def _scale_or_one(scale: float) -> float:
-    """A missing (NaN) scale means no AdaLRS multiplier: 1."""
-    return float(scale) if math.isfinite(scale) else 1.0
 
 
 def check_thresholds(thresholds: Iterable[float]) -> tuple[float, ...]:

@@ -1,0 +1,256 @@
+"""Load: the comparison scheduler's cost per result and memory against the number of trials,
+and the report's build time against the number of result rows (issue 15, item 5).
+
+(a) Scheduler. ``AdaLRSComparison`` is driven hook by hook in this process, as Tune's controller
+drives it (``on_trial_add``, ``choose_trial_to_run``, ``on_trial_result``,
+``on_trial_complete``), over stub trials and synthetic results, so the time measured is the
+scheduler's own: no Ray, no trainable. The arms are the default four (AdaLRS, grid, HyperBand,
+PBT) sized to 10, 100 and 400 trials in all; every trial reports ``--reports`` times unless its
+arm stops or pauses it (paused trials are resumed when their arm chooses them). Reported: the
+median time inside ``on_trial_result`` per result, as a ratio to the 10-trial case (goal: flat,
+within 2x at 400 trials), and the scheduler's memory (tracemalloc peak while it runs).
+
+(b) Report. ``adalrs_ray.report`` builds its tables and Markdown from a results frame of
+10^4, 10^5 and 10^6 rows (the 230 rows of the committed quick run, docs/runs/quick, repeated
+as new trials of the same five arms whose compute goes on growing: 10^6 rows are 91,000
+trials), timed per row as a ratio to the 10^4 case (goal:
+linear, i.e. the ratio near 1, and 10^6 rows under a minute here). Plots are not timed: their
+cost depends on the number of trials drawn, not on rows.
+
+    python benchmarks/bench_load.py                 # 10/100/400 trials; 1e4/1e5/1e6 rows
+    python benchmarks/bench_load.py --smoke         # 4/8 trials, 1e3/2e3 rows (the test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import statistics
+import time
+import tracemalloc
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------ (a) the scheduler
+class _Controller:
+    """The parts of Tune's controller the schedulers use, over a list of stub trials."""
+
+    search_alg = None
+
+    def __init__(self, scheduler) -> None:
+        self.scheduler = scheduler
+        self.trials = []
+
+    def get_trials(self):
+        return list(self.trials)
+
+    def get_live_trials(self):
+        return {t for t in self.trials if not t.is_finished()}
+
+    def pause_trial(self, trial, should_checkpoint=True):
+        from ray.tune.experiment import Trial
+
+        trial.set_status(Trial.PAUSED)
+
+    def stop_trial(self, trial):
+        from ray.tune.experiment import Trial
+
+        if trial.status in (Trial.PENDING, Trial.PAUSED):
+            self.scheduler.on_trial_remove(self, trial)
+        elif trial.status == Trial.RUNNING:
+            self.scheduler.on_trial_complete(self, trial, {})
+        trial.set_status(Trial.TERMINATED)
+
+    def _set_trial_status(self, trial, status):
+        trial.set_status(status)
+
+    def _schedule_trial_save(self, trial, result=None):
+        from ray import tune
+
+        return tune.Checkpoint("/nonexistent/bench-checkpoint")
+
+
+def _arms(n: int, total_steps: int):
+    """The default arms sized to ``n`` trials in all (AdaLRS 2, the rest split 3:3:2)."""
+    from search_algos import get_arm
+
+    rest = max(3, n - 2)
+    grid = max(1, rest * 3 // 8)
+    hb = max(1, rest * 3 // 8)
+    pbt = max(2, rest - grid - hb)
+    return [
+        get_arm(
+            "adalrs",
+            lrs=(1e-4, 1e-2),
+            adalrs={"window": max(2, total_steps // 60), "start_ratio": 0.05, "end_ratio": 0.5},
+        ),
+        get_arm("grid", num_trials=grid),
+        get_arm("hyperband", num_trials=hb, reduction_factor=3),
+        get_arm("pbt", num_trials=pbt),
+    ]
+
+
+def _result(step: int, it: int, lr: float, every: int) -> dict:
+    loss = 2.0 + abs(math.log10(lr / 1e-3)) + 5.0 / (1 + step / 100)
+    return {
+        "training_iteration": it,
+        "step": step,
+        "loss": loss,
+        "val_loss": loss,
+        "lr": lr,
+        "scale": 1.0,
+        "steps_done": every,
+        "tokens_done": every * 100,
+        "worker_s_done": every * 0.01,
+        "adalrs_events": "[]",
+    }
+
+
+def drive_scheduler(n_trials: int, reports: int, every: int = 50) -> dict:
+    """Run a whole comparison of ``n_trials`` stub trials through the scheduler's hooks."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.search.variant_generator import generate_variants
+
+    from adalrs_ray.comparison import AdaLRSComparison
+
+    total = reports * every
+    sched = AdaLRSComparison(_arms(n_trials, total), total_steps=total, report_every=every)
+    ctl = _Controller(sched)
+    gc.collect()
+    tracemalloc.start()
+    for _, cfg in generate_variants(sched.param_space()):
+        trial = Trial("__bench", config=dict(cfg), stub=True)
+        ctl.trials.append(trial)
+        sched.on_trial_add(ctl, trial)
+    its = {t.trial_id: 0 for t in ctl.trials}
+    times: list[float] = []
+    while True:
+        while (nxt := sched.choose_trial_to_run(ctl)) is not None:
+            nxt.set_status(Trial.RUNNING)
+        running = [t for t in ctl.trials if t.status == Trial.RUNNING]
+        if not running:
+            break
+        for trial in running:
+            if trial.status != Trial.RUNNING:  # paused by another trial's exploit or rung
+                continue
+            its[trial.trial_id] += 1
+            it = its[trial.trial_id]
+            result = _result(it * every - 1, it, float(trial.config["lr"]), every)
+            t0 = time.perf_counter()
+            decision = sched.on_trial_result(ctl, trial, result)
+            times.append(time.perf_counter() - t0)
+            if decision == TrialScheduler.STOP or it >= reports:
+                sched.on_trial_complete(ctl, trial, result)
+                trial.set_status(Trial.TERMINATED)
+            elif decision == TrialScheduler.PAUSE:
+                trial.set_status(Trial.PAUSED)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    unfinished = [t.trial_id for t in ctl.trials if t.status != Trial.TERMINATED]
+    if unfinished:
+        raise RuntimeError(f"{len(unfinished)} trials never finished: the driver is wrong")
+    return {
+        "trials": len(ctl.trials),
+        "results": len(times),
+        "median_us": statistics.median(times) * 1e6,
+        "mean_us": statistics.fmean(times) * 1e6,
+        "peak_mib": peak / 2**20,
+    }
+
+
+# ------------------------------------------------------------------ (b) the report
+def synthetic_results(rows: int):
+    """The committed quick run's results repeated over renamed trials up to ``rows`` rows."""
+    import pandas as pd
+
+    from adalrs_ray.report.contract import ARM_CUM_COLUMNS
+    from adalrs_ray.report.results import load_results
+
+    base = load_results(ROOT / "docs" / "runs" / "quick")
+    copies = max(1, -(-rows // len(base)))
+    arm_total = {c: base.groupby("arm")[c].transform("max") for c in ARM_CUM_COLUMNS}
+    parts = []
+    for i in range(copies):  # each copy: new trials of the same arms, arriving after the last
+        part = base.copy()
+        part["trial_id"] = part["trial_id"].astype(str) + f"_{i}"
+        for c in ARM_CUM_COLUMNS:  # an arm's cumulative compute goes on growing
+            part[c] = part[c] + i * arm_total[c]
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True).iloc[:rows]
+
+
+def time_report(rows: int) -> dict:
+    """What ``write_report`` does but the plots: validate, summarize, the trial table and
+    the Markdown document."""
+    from adalrs_ray.report.results import validate_results
+    from adalrs_ray.report.sections import build_doc
+    from adalrs_ray.report.tables import reference_point, summarize, trial_table
+
+    raw = synthetic_results(rows)
+    t0 = time.perf_counter()
+    df = validate_results(raw)
+    summary = summarize(df, baseline_steps=600)
+    trials = trial_table(df)
+    doc = build_doc(df, summary, trials, {}, "load", None, 600, "grid", reference_point(df), False)
+    doc.markdown()
+    return {
+        "rows": len(df),
+        "trials": int(df["trial_id"].nunique()),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trials", type=int, nargs="+", default=[10, 100, 400])
+    p.add_argument("--reports", type=int, default=12, help="reports per full trial")
+    p.add_argument("--rows", type=int, nargs="+", default=[10**4, 10**5, 10**6])
+    p.add_argument("--smoke", action="store_true", help="4 and 8 trials, 1e3 and 2e3 rows")
+    p.add_argument("--out", help="write the figures as JSON here")
+    args = p.parse_args()
+    if args.smoke:
+        args.trials, args.reports, args.rows = [4, 8], 4, [1000, 2000]
+
+    sched_rows = [drive_scheduler(n, args.reports) for n in args.trials]
+    base = sched_rows[0]["median_us"]
+    lines = [
+        "(a) AdaLRSComparison, hooks driven in-process (stub trials, no Ray)",
+        "",
+        "| trials | results | median us per on_trial_result | x the smallest | peak MiB |",
+        "|---|---|---|---|---|",
+    ]
+    for r in sched_rows:
+        lines.append(
+            f"| {r['trials']} | {r['results']} | {r['median_us']:.0f} | "
+            f"{r['median_us'] / base:.2f} | {r['peak_mib']:.1f} |"
+        )
+    report_rows = [time_report(n) for n in args.rows]
+    per_row0 = report_rows[0]["seconds"] / report_rows[0]["rows"]
+    lines += [
+        "",
+        "(b) report tables and Markdown from a results frame",
+        "",
+        "| rows | trials | seconds | us per row | x the smallest per row |",
+        "|---|---|---|---|---|",
+    ]
+    for r in report_rows:
+        per_row = r["seconds"] / r["rows"]
+        lines.append(
+            f"| {r['rows']:,} | {r['trials']:,} | {r['seconds']:.2f} | {per_row * 1e6:.1f} | "
+            f"{per_row / per_row0:.2f} |"
+        )
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(
+            json.dumps({"scheduler": sched_rows, "report": report_rows}, indent=1)
+        )
+
+
+if __name__ == "__main__":
+    main()
