@@ -82,3 +82,24 @@ def test_lm_adalrs_recovery_rejects_a_search_window_too_short_before_training(tm
     assert proc.returncode == 2
     assert "window=3 is too long for the search window" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "r" / "x10_adalrs").exists()
+
+
+def test_bench_load_smoke_drives_every_trial_to_the_end_and_times_the_report(tmp_path):
+    out = tmp_path / "load.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_load.py"), "--smoke", "--out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    figures = json.loads(out.read_text())
+    # every stub trial finished (the driver raises otherwise); each reported at least once
+    for row in figures["scheduler"]:
+        assert row["results"] >= row["trials"] and row["median_us"] > 0
+    assert [r["rows"] for r in figures["report"]] == [1000, 2000]
+
+
+def test_lm_probe_signal_writes_its_table(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "lm_probe_signal.py"), "--steps", "60"]
+    cmd += ["--window", "5", "--seeds", "0", "1", "--probe-sizes", "2", "--batch-size", "2"]
+    cmd += ["--seq-len", "16", "--procs", "1", "--out", str(tmp_path)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    rows = json.loads((tmp_path / "summary.json").read_text())["rows"]
+    assert [r["signal"] for r in rows] == ["train", "probe 2"]
+    assert rows[1]["cost_measured"] > 0 and (tmp_path / "table.md").is_file()
