@@ -327,7 +327,13 @@ class AdaLRSScheduler:
                 "step-driven schedule"
             )
         if isinstance(base, LRScheduler):
-            if base.optimizer is not optimizer:
+            # A wrapper that keeps the optimizer as `.optimizer` and shares its param groups
+            # (accelerate's AcceleratedOptimizer, which the transformers Trainer's schedule is
+            # built on) drives the same groups: accepted.
+            if base.optimizer is not optimizer and not (
+                getattr(base.optimizer, "optimizer", None) is optimizer
+                and base.optimizer.param_groups is optimizer.param_groups
+            ):
                 raise ValueError(
                     f"`base` ({type(base).__name__}) is bound to another optimizer "
                     f"({type(base.optimizer).__name__} at {id(base.optimizer):#x}); build it on "

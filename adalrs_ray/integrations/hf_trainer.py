@@ -1,0 +1,213 @@
+"""AdaLRS in transformers' ``Trainer``: a callback, and a mixin that hands it the loss.
+
+AdaLRS (Dong et al., NeurIPS 2025, arXiv 2506.13274) multiplies the Trainer's own LR schedule
+by ``scale`` and backtracks failed LR trials to a snapshot of model and optimizer.
+:class:`AdaLRSTrainerCallback` does it through :class:`~adalrs_ray.torch_binding.AdaLRSScheduler`;
+:class:`AdaLRSTrainerMixin` (or the ready-made :class:`AdaLRSTrainer`) is the small hook it needs:
+
+* **the loss**: ``on_step_end`` is not given the loss (transformers issue #12108), so the mixin
+  overrides the public ``Trainer.training_step`` and hands each micro-batch's returned loss to
+  the callback. The Trainer returns it already divided by the number of micro-batches of the
+  step (or normalised by ``num_items_in_batch``), as it does for its own logged loss, so the sum
+  over a step's micro-batches is the step's mean: one observation per optimizer step under
+  gradient accumulation. Under DDP the callback averages it over the ranks (one all-reduce).
+* **the schedule**: the mixin overrides ``create_scheduler`` and gives the Trainer a stand-in
+  whose ``step()`` does nothing (the binding steps the real scheduler after each observation,
+  so the Trainer's ``lr_scheduler_type`` and warmup are the base schedule) and whose
+  ``get_last_lr()`` is the effective LR, which the Trainer then logs.
+* **checkpoints**: ``on_save`` writes the binding's state (controller, step, base schedule, the
+  held snapshot) as ``adalrs_state.pt`` into the checkpoint the Trainer just wrote
+  (``<output_dir>/checkpoint-<global_step>``, process zero only); the mixin's ``train`` notes
+  ``resume_from_checkpoint`` and ``on_train_begin`` loads it after the Trainer has loaded model,
+  optimizer and schedule, so a resumed run makes the same decisions as an uninterrupted one.
+
+Example:
+    >>> from transformers import TrainingArguments
+    >>> from adalrs_ray import AdaLRSConfig
+    >>> from adalrs_ray.integrations.hf_trainer import AdaLRSTrainer, AdaLRSTrainerCallback
+    >>> cb = AdaLRSTrainerCallback(AdaLRSConfig(total_steps=1000, window=50))
+    >>> trainer = AdaLRSTrainer(model=model, args=TrainingArguments("out", max_steps=1000),
+    ...                         train_dataset=ds, callbacks=[cb])  # doctest: +SKIP
+    >>> trainer.train()  # doctest: +SKIP
+
+Limits: ``backtrack_mode="rewind"`` is refused (the data loader cannot rewind); DeepSpeed's own
+scheduler and hyperparameter-search runs (other checkpoint folders) are not supported; a step the
+Trainer skips (AMP overflow) is still observed, as the Trainer still counts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from adalrs_ray.integrations.common import (
+    BindingSteppedSchedule,
+    LossAccumulator,
+    make_controller,
+    reduce_mean_across_ranks,
+    unwrap_optimizer,
+)
+from adalrs_ray.torch_binding import AdaLRSScheduler, SnapshotStore
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["STATE_FILE", "AdaLRSTrainer", "AdaLRSTrainerCallback", "AdaLRSTrainerMixin"]
+
+#: the file in each Trainer checkpoint that holds the binding's state
+STATE_FILE = "adalrs_state.pt"
+
+
+class AdaLRSTrainerCallback(TrainerCallback):
+    """AdaLRS on a transformers ``Trainer`` that mixes in :class:`AdaLRSTrainerMixin`.
+
+    Args:
+        controller: an :class:`adalrs_ray.AdaLRS`, or an :class:`adalrs_ray.AdaLRSConfig` to
+            build one. ``total_steps`` should be the Trainer's ``max_steps`` (optimizer steps).
+        store: where the snapshot lives (default: in host memory).
+
+    After training, :attr:`scheduler` is the binding (``scale``, ``lr``, ``controller.events``).
+    """
+
+    def __init__(self, controller: Any, *, store: SnapshotStore | None = None) -> None:
+        self.controller = make_controller(controller)
+        if store is not None and not isinstance(store, SnapshotStore):
+            raise ValueError(f"`store` must be a SnapshotStore; got {type(store).__name__}")
+        self._store = store
+        self._loss = LossAccumulator()
+        self._resume_dir: str | None = None
+        self.scheduler: AdaLRSScheduler | None = None
+
+    # -------------------------------------------------------------- fed by the mixin
+    def add_loss(self, loss: torch.Tensor) -> None:
+        """One micro-batch's loss as ``Trainer.training_step`` returns it."""
+        self._loss.add(loss)
+
+    def set_resume_dir(self, path: str | None) -> None:
+        """The checkpoint ``train`` resumes from (``None``: a fresh run)."""
+        self._resume_dir = path
+
+    # -------------------------------------------------------------- Trainer events
+    def on_train_begin(
+        self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs
+    ):
+        if not isinstance(lr_scheduler, BindingSteppedSchedule):
+            raise ValueError(
+                "AdaLRSTrainerCallback needs a Trainer that mixes in AdaLRSTrainerMixin (or "
+                f"AdaLRSTrainer); the Trainer's lr_scheduler is a {type(lr_scheduler).__name__}"
+            )
+        if self.scheduler is not None:  # a second train() on the same Trainer
+            self.scheduler.close()
+        total = getattr(getattr(self.controller, "config", None), "total_steps", None)
+        if total is not None and total != state.max_steps:
+            logger.warning(
+                "AdaLRSConfig.total_steps is %s but the Trainer runs %s optimizer steps",
+                total,
+                state.max_steps,
+            )
+        self.scheduler = AdaLRSScheduler(
+            unwrap_optimizer(optimizer),
+            self.controller,
+            lr_scheduler.base,
+            model=model,
+            store=self._store,
+            rng=False,  # RNG states matter only in "rewind" mode, refused here
+        )
+        if self._resume_dir is not None:
+            path = os.path.join(self._resume_dir, STATE_FILE)
+            if not os.path.isfile(path):
+                raise ValueError(
+                    f"resume_from_checkpoint {self._resume_dir!r} holds no {STATE_FILE}: it was "
+                    "not written by a Trainer with AdaLRSTrainerCallback"
+                )
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+            if sd["last_step"] != state.global_step - 1:
+                raise ValueError(
+                    f"{path} was saved after step {sd['last_step']} but the Trainer resumes at "
+                    f"global_step {state.global_step}; expected last_step {state.global_step - 1}"
+                )
+            self.scheduler.load_state_dict(sd)
+            logger.info("AdaLRS state loaded from %s (scale %g)", path, self.scheduler.scale)
+        self._loss = LossAccumulator()
+        lr_scheduler.bind(self.scheduler)
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        loss = reduce_mean_across_ranks(self._loss.pop())
+        self.scheduler.step(loss)
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return control
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if not os.path.isdir(folder):
+            raise ValueError(
+                f"the Trainer's checkpoint {folder!r} does not exist: AdaLRSTrainerCallback "
+                "supports the Trainer's own checkpoint folders only (no hyperparameter search)"
+            )
+        torch.save(self.scheduler.state_dict(), os.path.join(folder, STATE_FILE))
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and self.scheduler is not None:
+            logs["adalrs_scale"] = self.scheduler.scale
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.scheduler is not None:
+            self.scheduler.close()
+        return control
+
+
+class AdaLRSTrainerMixin:
+    """The hooks :class:`AdaLRSTrainerCallback` needs; mix in before ``Trainer``::
+
+        class MyTrainer(AdaLRSTrainerMixin, Trainer): ...
+
+    Exactly one :class:`AdaLRSTrainerCallback` must be among the Trainer's callbacks.
+    """
+
+    def _adalrs_callback(self) -> AdaLRSTrainerCallback:
+        found = [
+            cb for cb in self.callback_handler.callbacks if isinstance(cb, AdaLRSTrainerCallback)
+        ]
+        if len(found) != 1:
+            raise ValueError(
+                f"a Trainer with AdaLRSTrainerMixin needs exactly one AdaLRSTrainerCallback in "
+                f"`callbacks`; it has {len(found)}"
+            )
+        return found[0]
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        current = getattr(self, "lr_scheduler", None)
+        if isinstance(current, BindingSteppedSchedule):
+            return current
+        base = super().create_scheduler(num_training_steps, optimizer)
+        self.lr_scheduler = BindingSteppedSchedule(base)
+        return self.lr_scheduler
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._adalrs_callback().add_loss(loss)
+        return loss
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
+        callback = self._adalrs_callback()
+        path = resume_from_checkpoint
+        if isinstance(path, bool):
+            path = get_last_checkpoint(self.args.output_dir) if path else None
+            if resume_from_checkpoint and path is None:
+                raise ValueError(
+                    f"resume_from_checkpoint=True but {self.args.output_dir!r} holds no checkpoint"
+                )
+        callback.set_resume_dir(None if path is None else os.fspath(path))
+        return super().train(path, *args, **kwargs)
+
+
+class AdaLRSTrainer(AdaLRSTrainerMixin, Trainer):
+    """transformers' ``Trainer`` with the hooks of :class:`AdaLRSTrainerMixin`."""

@@ -1,0 +1,278 @@
+"""AdaLRS in transformers' Trainer (adalrs_ray.integrations.hf_trainer) on a tiny MLP on CPU:
+LR = base x scale at every optimizer step, exact backtracking, exact resume from a checkpoint
+taken inside an LR trial, one observation per optimizer step under gradient accumulation, and
+the loss averaged across DDP ranks."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("transformers")
+from transformers import Trainer, TrainingArguments, get_scheduler  # noqa: E402
+
+from adalrs_ray.core.controller import AdaLRS, AdaLRSConfig  # noqa: E402
+from adalrs_ray.integrations.common import reduce_mean_across_ranks  # noqa: E402
+from adalrs_ray.integrations.hf_trainer import (  # noqa: E402
+    STATE_FILE,
+    AdaLRSTrainer,
+    AdaLRSTrainerCallback,
+)
+from tests.test_torch_binding import ScriptedController  # noqa: E402
+
+LR = 0.05
+
+
+class TinyRegressor(nn.Module):
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+
+    def forward(self, x, labels=None):
+        pred = self.net(x).squeeze(-1)
+        out = {"logits": pred}
+        if labels is not None:
+            out["loss"] = (pred - labels).pow(2).mean()
+        return out
+
+
+class Rows(torch.utils.data.Dataset):
+    def __init__(self, n: int = 64):
+        g = torch.Generator().manual_seed(1)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = torch.sin(self.x.sum(-1)) + 0.1 * torch.randn(n, generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.y[i]}
+
+
+class Recorder:
+    """Records, per optimizer step, the LR the optimizer used, the scale, the model and the
+    optimizer state right after the step (a TrainerCallback added after AdaLRS's)."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        rec = self
+
+        class _CB(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):
+                rec.scales.append(rec.adalrs.scheduler.scale)
+                rec.bases.append(rec.adalrs.scheduler.base_lrs[0])
+
+            def on_optimizer_step(self, args, state, control, optimizer=None, model=None, **kw):
+                rec.lrs.append(float(optimizer.param_groups[0]["lr"]))
+                rec.states.append(
+                    (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
+                )
+
+        self.callback = _CB()
+        self.scales, self.bases, self.lrs, self.states = [], [], [], []
+        self.adalrs = None
+
+
+def make_trainer(tmp_path, controller, *, steps=24, accum=1, save_steps=None, seed=0):
+    cb = AdaLRSTrainerCallback(controller)
+    rec = Recorder()
+    rec.adalrs = cb
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=steps,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=accum,
+        learning_rate=LR,
+        lr_scheduler_type="cosine",
+        warmup_steps=3,
+        weight_decay=0.0,
+        logging_steps=1000,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+    )
+    trainer = AdaLRSTrainer(
+        model=TinyRegressor(seed),
+        args=args,
+        train_dataset=Rows(),
+        callbacks=[cb, rec.callback],
+    )
+    return trainer, cb, rec
+
+
+def expected_base_lrs(steps: int) -> list[float]:
+    opt = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=LR)
+    sched = get_scheduler("cosine", opt, num_warmup_steps=3, num_training_steps=steps)
+    out = []
+    for _ in range(steps):
+        out.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    return out
+
+
+def small_config(steps: int) -> AdaLRSConfig:
+    return AdaLRSConfig(total_steps=steps, window=3, start_ratio=0.1, end_ratio=0.9)
+
+
+def test_lr_is_the_trainers_schedule_times_scale_at_every_optimizer_step(tmp_path):
+    script = {4: ("snapshot", 2.0), 8: ("continue", 3.0), 12: ("continue", 0.5)}
+    trainer, cb, rec = make_trainer(tmp_path, ScriptedController(script))
+    trainer.train()
+    base = expected_base_lrs(24)
+    assert len(rec.lrs) == 24
+    assert rec.bases == pytest.approx(base, rel=1e-12)
+    assert rec.lrs == pytest.approx([b * s for b, s in zip(base, rec.scales)], rel=1e-12)
+    assert sorted(set(rec.scales)) == [0.5, 1.0, 2.0, 3.0]
+    # the Trainer logs the effective LR: its lr_scheduler stand-in reports base x scale
+    assert trainer.lr_scheduler.get_last_lr() == pytest.approx(cb.scheduler.lr)
+
+
+def test_a_backtrack_restores_model_and_optimizer_exactly(tmp_path):
+    script = {5: ("snapshot", 3.0), 11: ("restore", 0.5)}
+    trainer, cb, rec = make_trainer(tmp_path, ScriptedController(script), steps=16)
+    restored = {}
+
+    from transformers import TrainerCallback
+
+    class AfterRestore(TrainerCallback):  # runs after AdaLRS's on_step_end
+        def on_step_end(self, args, state, control, model=None, optimizer=None, **kw):
+            if state.global_step == 12:
+                restored["model"] = copy.deepcopy(model.state_dict())
+                restored["opt"] = copy.deepcopy(optimizer.state_dict())
+
+    trainer.add_callback(AfterRestore())
+    trainer.train()
+    snap_model, snap_opt = rec.states[5]  # right after optimizer step 5 (0-based)
+    after_step_11 = rec.states[11][0]
+    assert any(not torch.equal(after_step_11[k], snap_model[k]) for k in snap_model)
+    for k, v in snap_model.items():
+        assert torch.equal(restored["model"][k], v), k
+    for pid, st in snap_opt["state"].items():
+        for key, v in st.items():
+            got = restored["opt"]["state"][pid][key]
+            assert torch.equal(got, v) if isinstance(v, torch.Tensor) else got == v
+    assert rec.scales[12] == 0.5
+
+
+def test_resume_inside_an_lr_trial_makes_the_same_decisions(tmp_path):
+    steps = 40
+    full, cb_full, rec_full = make_trainer(
+        tmp_path / "full", AdaLRS(small_config(steps)), steps=steps, save_steps=1
+    )
+    full.train()
+    events = cb_full.controller.events
+    assert any(e["kind"] == "trial_start" for e in events)
+    # a checkpoint taken while an LR trial was running (the controller in its state file)
+    mid = None
+    for step in range(2, steps - 4):
+        sd = torch.load(tmp_path / "full" / f"checkpoint-{step}" / STATE_FILE, weights_only=True)
+        ctl = AdaLRS(small_config(steps))
+        ctl.load_state_dict(sd["controller"])
+        if ctl.in_trial:
+            mid = step
+            break
+    assert mid is not None, events
+
+    resumed, cb_res, rec_res = make_trainer(
+        tmp_path / "res", AdaLRS(small_config(steps)), steps=steps
+    )
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / f"checkpoint-{mid}"))
+    assert cb_res.controller.events == events
+    assert rec_res.lrs == rec_full.lrs[mid:]
+    assert rec_res.scales == rec_full.scales[mid:]
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[k], v), k
+
+
+def test_resume_from_a_checkpoint_without_adalrs_state_is_refused(tmp_path):
+    plain_args = TrainingArguments(
+        output_dir=str(tmp_path / "plain"),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        save_strategy="steps",
+        save_steps=2,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    Trainer(model=TinyRegressor(), args=plain_args, train_dataset=Rows()).train()
+    trainer, _, _ = make_trainer(tmp_path / "res", ScriptedController(), steps=4)
+    with pytest.raises(ValueError, match=STATE_FILE):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "plain" / "checkpoint-2"))
+
+
+@pytest.mark.parametrize("accum", [1, 3])
+def test_one_observation_per_optimizer_step_with_the_mean_micro_batch_loss(tmp_path, accum):
+    ctl = ScriptedController()
+    trainer, _, _ = make_trainer(tmp_path, ctl, steps=6, accum=accum)
+    micro: list[float] = []
+    original = Trainer.training_step
+
+    def spy(self, model, inputs, num_items_in_batch=None):
+        with torch.no_grad():
+            micro.append(float(model(**inputs)["loss"]))  # before this micro-batch's backward
+        return original(self, model, inputs, num_items_in_batch)
+
+    Trainer.training_step = spy
+    try:
+        trainer.train()
+    finally:
+        Trainer.training_step = original
+    assert [s for s, _ in ctl.observed] == list(range(6))
+    # 16 micro-batches per epoch: with accum=3 the sixth step has the epoch's last one only
+    sizes = [min(accum, 16 - i * accum) for i in range(6)]
+    assert len(micro) == sum(sizes)
+    starts = [sum(sizes[:i]) for i in range(6)]
+    means = [sum(micro[a : a + n]) / n for a, n in zip(starts, sizes)]
+    assert [loss for _, loss in ctl.observed] == pytest.approx(means, rel=1e-5)
+
+
+def test_trainer_without_the_mixin_is_refused(tmp_path):
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=2, report_to=[], use_cpu=True, disable_tqdm=True
+    )
+    cb = AdaLRSTrainerCallback(ScriptedController())
+    trainer = Trainer(model=TinyRegressor(), args=args, train_dataset=Rows(), callbacks=[cb])
+    with pytest.raises(ValueError, match="AdaLRSTrainerMixin"):
+        trainer.train()
+
+
+def test_rewind_mode_and_bad_controllers_are_refused():
+    with pytest.raises(ValueError, match="backtrack_mode.*'rewind'"):
+        AdaLRSTrainerCallback(AdaLRSConfig(total_steps=10, window=2, backtrack_mode="rewind"))
+    with pytest.raises(ValueError, match="controller"):
+        AdaLRSTrainerCallback(object())
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        got = reduce_mean_across_ranks(torch.tensor(1.0 + 2.0 * rank))
+        torch.save(float(got), f"{out}.{rank}")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_the_loss_is_averaged_across_ranks_in_a_gloo_group(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "mean")
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, out), nprocs=2, join=True)
+    assert [torch.load(f"{out}.{r}") for r in range(2)] == [2.0, 2.0]  # mean of 1 and 3
+    assert float(reduce_mean_across_ranks(torch.tensor(1.5))) == 1.5  # not initialised: as is
