@@ -92,6 +92,11 @@ class _SlotValue:
     def __call__(self, config: Mapping[str, Any]) -> Any:
         return copy.deepcopy(self.slots[config["slot"]][self.key])
 
+    def __deepcopy__(self, memo: dict) -> _SlotValue:
+        # immutable (every call returns a copy): Tune deep-copies the param space once per
+        # variant, and copying all slots in each made resolving n trials O(n^2)
+        return self
+
 
 class AdaLRSComparison(TrialScheduler):
     """A Tune ``TrialScheduler`` running several LR-search arms side by side.
@@ -266,11 +271,12 @@ class AdaLRSComparison(TrialScheduler):
             # forward it, but it is no new work
             return sub.on_trial_result(view, trial, result)
         row = self._account.on_result(trial.trial_id, result, time.time())
+        # the config objects before the decision: an exploit replaces them, so the old LR is
+        # read from the old object only for the trials exploited (not for all, per result)
         tokens = adapter.config_tokens(view.get_trials())
-        lr_before = {tid: config_lr(cfg) for tid, cfg in tokens.items()}
         decision = sub.on_trial_result(view, trial, result)
         exploits = [
-            Exploit(t.trial_id, lr_before.get(t.trial_id), config_lr(t.config))
+            Exploit(t.trial_id, config_lr(tokens[t.trial_id]), config_lr(t.config))
             for t in adapter.exploited_trials(view.get_trials(), tokens)
         ]
         paused = decision == TrialScheduler.PAUSE or (
