@@ -178,3 +178,59 @@ def test_optima_flags_a_shared_optimum_and_ignores_diverged_runs():
     assert set(best["lr_by_velocity"].values()) == {1e-2}
     assert best["shared_optimum"] is True
     assert math.isnan(df.loc[df["lr"] == 1.0, "final_loss"].item())
+
+
+@pytest.mark.parametrize(
+    "use_gpu, cpus, gpus, expected",
+    [
+        (False, 0.5, None, {"CPU": 0.5}),
+        (True, 4.0, None, {"CPU": 4.0, "GPU": 1.0}),
+        (True, 8.0, 0.5, {"CPU": 8.0, "GPU": 0.5}),
+        (True, 2.0, 2.0, {"CPU": 2.0, "GPU": 2.0}),
+    ],
+)
+def test_worker_scaling_config_gets_the_per_worker_resources(use_gpu, cpus, gpus, expected):
+    from train_loops.lm_ray_train import worker_scaling_config
+
+    sc = worker_scaling_config(3, use_gpu, cpus, gpus)
+    assert sc.num_workers == 3 and sc.use_gpu is use_gpu
+    assert sc.resources_per_worker == expected
+
+
+def test_train_passes_the_per_worker_resources_to_run_lm_trainer(monkeypatch, tmp_path):
+    import train_loops.lm_ray_train as lrt
+
+    seen = {}
+
+    def fake(cfg, workers, address, **kw):
+        seen.update(kw, workers=workers, address=address)
+        return {"status": "completed"}
+
+    monkeypatch.setattr(lrt, "run_lm_trainer", fake)
+    argv = ["train", "--quiet", "--out", str(tmp_path / "r"), "--workers", "4"]
+    argv += ["--cpus-per-worker", "6", "--gpus-per-worker", "1"]
+    assert main(argv) == 0
+    assert seen == {"workers": 4, "address": None, "cpus_per_worker": 6.0, "gpus_per_worker": 1.0}
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"gpus_per_worker": -1.0}, "gpus_per_worker is -1.0"),
+        ({"cpus_per_worker": 0.0}, "cpus_per_worker is 0.0"),
+        ({"gpus_per_worker": 1.0, "use_gpu": False}, "use_gpu is False and gpus_per_worker"),
+        ({"gpus_per_worker": 0.0, "use_gpu": True}, "use_gpu is True and gpus_per_worker"),
+    ],
+)
+def test_run_lm_trainer_rejects_bad_worker_resources(kw, match):
+    from train_loops.lm import LMConfig
+    from train_loops.lm_ray_train import run_lm_trainer
+
+    with pytest.raises(ValueError, match=match):  # before any Ray starts
+        run_lm_trainer(LMConfig(steps=2), 2, **kw)
+
+
+def test_train_refuses_worker_resources_without_ray_train(tmp_path, capsys):
+    argv = ["train", "--quiet", "--out", str(tmp_path / "r"), "--gpus-per-worker", "1"]
+    assert main(argv) == 2
+    assert "--gpus-per-worker are resources of Ray Train workers" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from adalrs_ray.core.checks import check, check_choice, check_int, is_integer
+from adalrs_ray.core.checks import check, check_choice, check_int, check_number, is_integer
 from adalrs_ray.ray_train import (
     SNAPSHOT_STORES,
     LostSnapshotPolicy,
@@ -31,7 +31,12 @@ from adalrs_ray.ray_train import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["lm_train_loop_per_worker", "run_lm_trainer", "run_lm_worker"]
+__all__ = [
+    "lm_train_loop_per_worker",
+    "run_lm_trainer",
+    "run_lm_worker",
+    "worker_scaling_config",
+]
 
 
 def lm_train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
@@ -155,6 +160,21 @@ def _auto_resources(workers: int, use_gpu: bool | None, cpus_per_worker: float |
     return use_gpu, cpus_per_worker
 
 
+def worker_scaling_config(
+    workers: int, use_gpu: bool, cpus_per_worker: float, gpus_per_worker: float | None = None
+) -> Any:
+    """The ``ray.train.ScalingConfig`` of ``workers`` workers, each reserving
+    ``cpus_per_worker`` CPUs and, with ``use_gpu``, ``gpus_per_worker`` GPUs (``None``: 1)."""
+    import ray.train
+
+    resources: dict[str, float] = {"CPU": float(cpus_per_worker)}
+    if use_gpu:
+        resources["GPU"] = 1.0 if gpus_per_worker is None else float(gpus_per_worker)
+    return ray.train.ScalingConfig(
+        num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources
+    )
+
+
 def run_lm_trainer(
     lm_config: Any,
     workers: int,
@@ -167,6 +187,7 @@ def run_lm_trainer(
     on_lost_snapshot: str = "checkpoint",
     use_gpu: bool | None = None,
     cpus_per_worker: float | None = None,
+    gpus_per_worker: float | None = None,
     num_to_keep: int | None = 2,
     callbacks: list[Any] | None = None,
 ) -> dict[str, Any]:
@@ -192,6 +213,8 @@ def run_lm_trainer(
             (:class:`LostSnapshotPolicy`).
         use_gpu: ``None``: use GPUs when the cluster has one per worker.
         cpus_per_worker: ``None``: 1, or less when the cluster has fewer CPUs than workers.
+        gpus_per_worker: GPUs each worker reserves (fractions allowed; 0: none). ``None``: 1
+            when GPUs are used (``use_gpu``). Given with ``use_gpu``, the two must agree.
         num_to_keep: checkpoints kept by Ray Train (``None``: all).
         callbacks: further Ray Train ``UserCallback`` objects.
     """
@@ -212,6 +235,15 @@ def run_lm_trainer(
         is_integer(workers) and workers >= 1,
         f"The value of `workers` is {workers!r}, but must be an integer >= 1",
     )
+    check_number("cpus_per_worker", cpus_per_worker, low=0, optional=True)
+    check_number("gpus_per_worker", gpus_per_worker, low=0, strict=False, optional=True)
+    if gpus_per_worker is not None:
+        check(
+            use_gpu is None or use_gpu == (gpus_per_worker > 0),
+            f"use_gpu is {use_gpu!r} and gpus_per_worker is {gpus_per_worker!r}, but GPUs are "
+            "used exactly when gpus_per_worker > 0: give one of the two, or agreeing values",
+        )
+        use_gpu = gpus_per_worker > 0
     check_int("max_failures", max_failures, -1)
     check_choice("snapshot_store", snapshot_store, SNAPSHOT_STORES)
     policy = LostSnapshotPolicy(on_lost_snapshot)  # validates
@@ -237,15 +269,10 @@ def run_lm_trainer(
         started = True
     try:
         use_gpu, cpus = _auto_resources(workers, use_gpu, cpus_per_worker)
-        resources = {"CPU": cpus}
-        if use_gpu:
-            resources["GPU"] = 1
         trainer = TorchTrainer(
             lm_train_loop_per_worker,
             train_loop_config={"lm": lm_config.to_dict(), "snapshot_store": snapshot_store},
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources
-            ),
+            scaling_config=worker_scaling_config(workers, use_gpu, cpus, gpus_per_worker),
             run_config=ray.train.RunConfig(
                 name=name,
                 storage_path=storage_path,

@@ -163,6 +163,17 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--address", help="Ray cluster to join ('auto' or host:port; default: a local Ray)"
     )
+    p.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        help="CPUs each Ray Train worker reserves (default: 1, less on a smaller cluster)",
+    )
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="GPUs each Ray Train worker reserves (0: none; default: 1 when the cluster has a "
+        "GPU per worker, else 0)",
+    )
     p.set_defaults(func=cmd_train)
 
     s = subparsers.add_parser(
@@ -216,10 +227,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         init_from=args.init_from,
     )
-    if args.workers != 1 or args.address:  # Ray Train V2 workers: adalrs_ray.ray_train
+    ray_train = args.workers != 1 or args.address
+    if not ray_train and (args.cpus_per_worker is not None or args.gpus_per_worker is not None):
+        raise ValueError(
+            "--cpus-per-worker and --gpus-per-worker are resources of Ray Train workers, but "
+            "must come with --workers N > 1 or --address"
+        )
+    if ray_train:  # Ray Train V2 workers: adalrs_ray.ray_train
         from train_loops.lm_ray_train import run_lm_trainer
 
-        summary = run_lm_trainer(cfg, args.workers, args.address)
+        summary = run_lm_trainer(
+            cfg,
+            args.workers,
+            args.address,
+            cpus_per_worker=args.cpus_per_worker,
+            gpus_per_worker=args.gpus_per_worker,
+        )
     else:
         progress = _Progress(cfg.steps, args.quiet, "train")
         trainer = LMTrainer(cfg, LoopHooks(on_step=progress.on_step))
