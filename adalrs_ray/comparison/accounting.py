@@ -15,7 +15,8 @@ What it accounts (docs/tune.md):
   (with one warning per trial and key).
 * Restarts: a pause, a PBT exploit or a retry leaves a pending restart; the first result after it
   is marked ``restart`` with its ``restart_kind``, and ``restart_overhead_s`` is the wall-clock gap
-  to the previous result minus the ``worker_s_done`` of this one. After a pause or a retry, the
+  to the previous result minus the ``worker_s_done`` of this one. After a pause, a retry or a
+  resume (:meth:`ComputeAccount.on_resume`), the
   steps the trial's position went back (``rewound_steps``) are recorded, never subtracted.
 * Backtracking: ``backtracked_steps`` sums ``step - restore_step`` of the AdaLRS events that
   restored a snapshot (:func:`backtracked_steps`).
@@ -258,7 +259,11 @@ class ComputeAccount:
             overhead = max(0.0, gap - inc[2])
         step = as_number(result.get("step"))
         rewound = 0.0
-        if restart_kind in ("pause", "retry") and step is not None and info.last_step is not None:
+        if (
+            restart_kind in ("pause", "retry", "resume")
+            and step is not None
+            and info.last_step is not None
+        ):
             rewound = max(0.0, info.last_step - (step - inc[0]))
         events = result.get("adalrs_events")
         row = {
@@ -349,6 +354,84 @@ class ComputeAccount:
         info.last_iteration = opened.iteration
         return info.status != opened.status_before or bool(exploits)
 
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the account knows, as plain JSON-serialisable data with a ``version``
+        (for :meth:`load_state_dict` after the driver was restarted)."""
+        if self._open is not None:
+            raise ValueError(
+                f"state_dict between on_result and on_decision of trial {self._open.trial_id!r}"
+            )
+        return {
+            "version": ACCOUNT_STATE_VERSION,
+            "metric": self._metric,
+            "members": {arm: list(ids) for arm, ids in self._members.items()},
+            "trials": [_trial_state(info) for info in self._trials.values()],
+            "arm_totals": {arm: list(t) for arm, t in self._arm_totals.items()},
+            "exploits": [dict(e) for e in self._exploits],
+            "t0": self._t0,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the account with ``state`` (from :meth:`state_dict`); ``ValueError`` on a
+        missing key, another version or other arms."""
+        need(state, ("version", "metric", "members", "trials", "arm_totals", "exploits", "t0"))
+        if state["version"] != ACCOUNT_STATE_VERSION:
+            raise ValueError(
+                f"account state version is {state['version']!r}, but this code reads version "
+                f"{ACCOUNT_STATE_VERSION}"
+            )
+        if list(state["members"]) != list(self._members):
+            raise ValueError(
+                f"account state has the arms {list(state['members'])}, but this account has "
+                f"{list(self._members)}"
+            )
+        trials = {}
+        for rec in state["trials"]:
+            need(rec, _TRIAL_FIELDS)
+            values = {name: rec[name] for name in _TRIAL_FIELDS}
+            values["warned"] = set(values["warned"])
+            trials[rec["trial_id"]] = TrialAccount(**values)
+        self._metric = state["metric"]
+        self._members = {arm: list(ids) for arm, ids in state["members"].items()}
+        self._trials = trials
+        self._arm_totals = {arm: [float(v) for v in t] for arm, t in state["arm_totals"].items()}
+        self._exploits = [dict(e) for e in state["exploits"]]
+        self._t0 = state["t0"]
+        self._open = None
+
+    def on_resume(self, trial_id: str) -> str:
+        """The trial is added again by a resumed experiment (``Tuner.restore``). An unfinished
+        trial gets a pending ``resume`` restart: its next result measures the downtime as
+        restart overhead and the steps it runs again as ``rewound_steps``. Returns its status."""
+        info = self._trials[trial_id]
+        if info.status not in ("completed", "stopped", "error"):
+            info.pending_restart = "resume"
+            if info.status == "running":
+                info.status = "pending"
+        return info.status
+
+    def add_lost_row(self, row: Mapping[str, Any]) -> None:
+        """Count a compute-log row written after the state this account was loaded from (the
+        driver died before its next experiment checkpoint). The work was done and is counted;
+        the trial restarts from an older checkpoint, so its next result records the steps run
+        again as ``rewound_steps``. Only the sums, ``reports``, ``last_step`` and ``last_time``
+        change: the decision of that row never took effect."""
+        info = self._trials[row["trial_id"]]
+        inc = [as_number(row.get(key)) or 0.0 for key in INCREMENT_KEYS]
+        info.reports += 1
+        info.steps += inc[0]
+        info.tokens += inc[1]
+        info.worker_s += inc[2]
+        totals = self._arm_totals[info.arm]
+        for i in range(3):
+            totals[i] += inc[i]
+        step = as_number(row.get("step"))
+        if step is not None:
+            info.last_step = step
+        if isinstance(row.get("time"), (int, float)):
+            info.last_time = float(row["time"])
+
     # ------------------------------------------------------------------ internals
     def _wall_s(self, now: float) -> float:
         return now - (self._t0 if self._t0 is not None else now)
@@ -390,6 +473,44 @@ class ComputeAccount:
 
 
 # ---------------------------------------------------------------------- helpers (pure)
+# version of ComputeAccount.state_dict()
+ACCOUNT_STATE_VERSION = 1
+_TRIAL_FIELDS = (
+    "trial_id",
+    "arm",
+    "slot",
+    "lr0",
+    "budget_steps",
+    "status",
+    "exploits",
+    "reports",
+    "steps",
+    "tokens",
+    "worker_s",
+    "last_time",
+    "last_step",
+    "last_iteration",
+    "pending_restart",
+    "done_seen",
+    "warned",
+)
+
+
+def _trial_state(info: TrialAccount) -> dict[str, Any]:
+    state = {name: getattr(info, name) for name in _TRIAL_FIELDS}
+    state["warned"] = sorted(info.warned)
+    return state
+
+
+def need(state: Any, keys: Sequence[str]) -> None:
+    """``ValueError`` naming the keys of ``keys`` that the mapping ``state`` lacks."""
+    if not isinstance(state, Mapping):
+        raise ValueError(f"state is {type(state).__name__}, but must be a mapping")
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise ValueError(f"state lacks the keys {missing} (have {sorted(state)})")
+
+
 def as_number(value: Any) -> float | None:
     """A float for real numbers (numpy scalars included; NaN and inf kept), else ``None``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -422,6 +543,7 @@ def backtracked_steps(events: Any) -> float:
 
 
 __all__ = [
+    "ACCOUNT_STATE_VERSION",
     "EXPLOIT",
     "EXTRA_COLUMNS",
     "RESULT_COLUMNS",
@@ -432,4 +554,5 @@ __all__ = [
     "as_number",
     "backtracked_steps",
     "config_lr",
+    "need",
 ]
