@@ -11,8 +11,8 @@ schedule with warmup, for ``--steps`` optimizer steps:
 * Lightning ``Trainer`` (baseline) vs the same with
   :class:`~adalrs_ray.integrations.lightning.AdaLRSLightningCallback`.
 
-AdaLRS runs the real controller with ``window = steps // 25`` so that LR trials, snapshots and
-backtracks happen during the timed steps. A step is timed from one optimizer step's end to the
+AdaLRS runs the real controller with ``window = steps // 25``, so that an LR trial (its
+snapshot and its judgement) happens during the timed steps (one trial in the default setting). A step is timed from one optimizer step's end to the
 next (a timing callback that runs after AdaLRS's), after ``--warmup`` steps, so the trainers'
 start-up is left out. Every repeat runs the six variants in turn (load from other processes
 hits all of them); the medians over repeats and each integration's ratio to its own baseline
