@@ -344,6 +344,20 @@ def _rng_state_v1(old: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+def _read_trainer_state(ckpt: Path) -> dict[str, Any]:
+    """``trainer_state.pt`` of a checkpoint; ``ValueError`` naming it when it is unreadable
+    (a corrupt checkpoint fails the run or trial with this message, never hangs it)."""
+    path = ckpt / "trainer_state.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a truncated or garbage file
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"checkpoint file {str(path)!r} is unreadable: {first}") from None
+    if not isinstance(state, dict) or "config" not in state:
+        raise ValueError(f"checkpoint file {str(path)!r} is not an LM trainer state")
+    return state
+
+
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory from a checkpoint or run directory (its latest checkpoint)."""
     p = Path(path).expanduser()
@@ -380,7 +394,7 @@ class LMTrainer:
             torch.set_num_threads(cfg.num_threads)
         if cfg.resume is not None:
             ckpt = find_checkpoint(cfg.resume)
-            saved = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)
+            saved = _read_trainer_state(ckpt)
             cfg = self.cfg = self._merge_config(saved["config"])
         self.device = (
             torch.device(hooks.device)
@@ -947,7 +961,7 @@ class LMTrainer:
         from safetensors.torch import load_model
 
         ckpt = find_checkpoint(path)
-        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)
+        state = _read_trainer_state(ckpt)
         if state.get("version") not in (1, STATE_VERSION):
             raise ValueError(
                 f"checkpoint {str(ckpt)!r} has trainer state version {state.get('version')}, "
@@ -959,7 +973,15 @@ class LMTrainer:
                 "the data position is kept, but the sequences it points to may differ",
                 self.data.source,
             )
-        load_model(self.raw_model, ckpt / "model.safetensors", strict=True, device=str(self.device))
+        try:
+            load_model(
+                self.raw_model, ckpt / "model.safetensors", strict=True, device=str(self.device)
+            )
+        except Exception as exc:  # truncated, garbage (SafetensorError), wrong shapes
+            raise ValueError(
+                f"checkpoint {str(ckpt)!r}: model.safetensors is unreadable or does not match "
+                f"the model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            ) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])

@@ -111,6 +111,13 @@ def register(subparsers: Any) -> None:
     )
     g.add_argument("--keep-checkpoints", action="store_true", help="keep the trial checkpoints")
     g.add_argument(
+        "--max-failures",
+        type=int,
+        default=1,
+        help="retries of a failed trial from its last checkpoint (default 1; 0: none); each "
+        "is counted as restart overhead and marked in the report",
+    )
+    g.add_argument(
         "--no-loggers",
         dest="loggers",
         action="store_false",
@@ -215,6 +222,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         keep_checkpoints=args.keep_checkpoints,
         command=command,
         loggers=args.loggers,
+        max_failures=args.max_failures,
     )
     print(headline(result["summary"]))
     print(

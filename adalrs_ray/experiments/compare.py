@@ -310,6 +310,7 @@ def run_compare(
     command: str | None = None,
     loggers: bool = True,
     callbacks: Sequence[Any] = (),
+    max_failures: int = 1,
 ) -> dict[str, Any]:
     """Run the comparison described by ``preset`` in one ``tune.Tuner`` and write its report
     into ``out`` (the Tune experiment under ``out/tune``, the resolved settings in
@@ -332,6 +333,9 @@ def run_compare(
         callbacks: further Tune callbacks for the run, e.g. Tune's own
             ``ray.air.integrations.mlflow.MLflowLoggerCallback`` or
             ``ray.air.integrations.wandb.WandbLoggerCallback`` (docs/tune.md, "Logs").
+        max_failures: times Tune retries a failed trial from its last checkpoint
+            (``tune.FailureConfig``); each retry is counted as a ``retry`` restart in the
+            compute account and marked in the report. 0: a failed trial stays failed.
 
     Returns ``{"paths": write_report's paths, "summary": per-arm summary DataFrame,
     "compute": the scheduler's compute per arm (``AdaLRSComparison.compute_table()``),
@@ -346,6 +350,8 @@ def run_compare(
             f"--workers {workers}: only the lm task trains on several workers (a Ray Train "
             "TorchTrainer per trial); the sim task runs in-process, use --workers 1"
         )
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 0:
+        raise ValueError(f"--max-failures is {max_failures!r}, but must be an integer >= 0")
     arm_objs = build_arms(preset)
     if not isinstance(loggers, bool):
         raise ValueError(f"loggers is {loggers!r}, but must be True or False")
@@ -384,6 +390,7 @@ def run_compare(
         "workers": workers,
         "address": address,
         "loggers": loggers,
+        "max_failures": max_failures,
     }
     (out / CONFIG_FILE).write_text(json.dumps(settings, indent=1, default=str) + "\n")
 
@@ -433,6 +440,8 @@ def run_compare(
                 # PBT restores the donor's latest checkpoint, which may be older than the last
                 # few: keep all of them during the run (removed at the end)
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+                # a trial whose process dies is retried from its last checkpoint
+                failure_config=tune.FailureConfig(max_failures=max_failures),
             ),
         )
         with explicit_loggers():  # exactly the loggers above, whatever the environment says

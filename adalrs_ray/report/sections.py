@@ -43,6 +43,7 @@ def build_doc(
     _compute_to_targets(doc, df, summary)
     _learning_rates(doc, summary)
     _failed_trials(doc, trials)
+    _retried_trials(doc, df)
     _trials(doc, trials)
     _adalrs_events(doc, df)
     _plots(doc, plots)
@@ -216,6 +217,32 @@ def _failed_trials(doc: Doc, trials: pd.DataFrame) -> None:
                 for _, r in bad.iterrows()
             ]
         )
+
+
+def _retried_trials(doc: Doc, df: pd.DataFrame) -> None:
+    """Trials Tune retried after their process failed (``restart_kind == "retry"`` in the
+    scheduler's log): one line each, with its restart overhead."""
+    if "restart_kind" not in df.columns:
+        return
+    retries = df[df["restart_kind"].astype(str) == "retry"]
+    if len(retries) == 0:
+        return
+    doc.h(2, "Retried trials")
+    doc.p(
+        f"{len(retries)} retr{'y' if len(retries) == 1 else 'ies'} of "
+        f"{retries['trial_id'].nunique()} trial(s) after a failed process (Tune's "
+        "max_failures), each from the trial's last checkpoint. The steps the failed process "
+        "ran after that checkpoint were never reported: they are lost, and the wall time from "
+        "its last report to the first report after the retry, less that report's own work, "
+        "is the restart overhead."
+    )
+    rows = []
+    for _, r in retries.iterrows():
+        rows.append(
+            f"trial {r['trial_id']} of arm {r['arm']}: retried before its report at step "
+            f"{int(r['step'])}, restart overhead {fmt(r.get('restart_overhead_s'), 's')} s"
+        )
+    doc.ul(rows)
 
 
 def _trials(doc: Doc, trials: pd.DataFrame) -> None:

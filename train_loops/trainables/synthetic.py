@@ -56,6 +56,8 @@ _SYNTHETIC_KEYS = (
     "tokens_per_step",
     "seconds_per_step",
     "checkpoint_every",
+    "fault_at_step",
+    "fault_marker_dir",
 )
 
 
@@ -81,6 +83,8 @@ def check_synthetic_config(config: Mapping[str, Any]) -> dict[str, Any]:
         "tokens_per_step": _get(config, "tokens_per_step", 4096),
         "seconds_per_step": _get(config, "seconds_per_step", 0.0),
         "checkpoint_every": _get(config, "checkpoint_every", 1),
+        "fault_at_step": config.get("fault_at_step"),
+        "fault_marker_dir": config.get("fault_marker_dir"),
     }
 
     check_number("lr", c["lr"], low=0)
@@ -105,7 +109,54 @@ def check_synthetic_config(config: Mapping[str, Any]) -> dict[str, Any]:
         "(reports between checkpoints; 0: never)",
     )
     check(is_integer(c["seed"]), f"seed is {c['seed']!r}, but must be an integer")
+    fault, marker = c["fault_at_step"], c["fault_marker_dir"]
+    check(
+        fault is None or (is_integer(fault) and 0 < fault < c["total_steps"]),
+        f"fault_at_step is {fault!r}, but must be None or an integer in (0, total_steps)",
+    )
+    check(
+        (fault is None) == (marker is None),
+        "fault_at_step and fault_marker_dir go together (the marker makes the fault happen once "
+        f"per trial); got {fault!r} and {marker!r}",
+    )
     return c
+
+
+def _inject_fault(c: Mapping[str, Any], config: Mapping[str, Any], step: int) -> None:
+    """Fault injection for tests and failure drills (``fault_at_step``, ``fault_marker_dir``):
+    the trial's process dies at that step, once per trial slot (a marker file remembers it), as
+    a killed worker would: no exception, no report. Tune retries it from its last checkpoint."""
+    if c["fault_at_step"] is None or step != c["fault_at_step"]:
+        return
+    marker = os.path.join(c["fault_marker_dir"], f"fault_slot{config.get('slot', 0)}")
+    if os.path.exists(marker):
+        return
+    open(marker, "w").close()
+    logger.warning("fault injection: the trial process dies at step %d", step)
+    os._exit(1)
+
+
+def _load_state(folder: str) -> dict[str, Any]:
+    """The trainable's state in a checkpoint directory; ``ValueError`` naming the file and what
+    is wrong with it (a corrupt checkpoint fails the trial, it never hangs the run)."""
+    path = os.path.join(folder, STATE_FILE)
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"checkpoint file {path!r} is unreadable: {exc}") from None
+    keys = ("version", "step", "sim", "snapshot", "adalrs")
+    missing = [k for k in keys if k not in state] if isinstance(state, dict) else list(keys)
+    if missing:
+        raise ValueError(
+            f"checkpoint file {path!r} is not a synthetic trial state (missing {missing})"
+        )
+    if state.get("version") != STATE_VERSION:
+        raise ValueError(
+            f"checkpoint file {path!r} has version {state.get('version')!r}, but this code reads "
+            f"version {STATE_VERSION}"
+        )
+    return state
 
 
 def synthetic_trainable(config: dict[str, Any]) -> None:
@@ -115,7 +166,9 @@ def synthetic_trainable(config: dict[str, Any]) -> None:
     ``adalrs``): ``lr_opt`` (1e-3, the simulator's optimum), ``seed`` (0), ``sim`` (other
     ``LossSimulator`` arguments), ``schedule`` (``"constant"`` or ``"cosine"`` down to
     ``min_lr_ratio`` * lr), ``tokens_per_step`` (4096, for ``tokens_done``),
-    ``seconds_per_step`` (0: simulated compute time), ``checkpoint_every`` (1 report).
+    ``seconds_per_step`` (0: simulated compute time), ``checkpoint_every`` (1 report), and for
+    tests and failure drills ``fault_at_step`` with ``fault_marker_dir`` (the trial's process
+    dies once at that step, see :func:`_inject_fault`).
 
     The effective LR of step t is ``schedule(t) * scale``, ``scale`` being the AdaLRS multiplier
     (paper: the LR AdaLRS controls is a multiplier on the base schedule). AdaLRS snapshots and
@@ -140,13 +193,7 @@ def synthetic_trainable(config: dict[str, Any]) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            with open(os.path.join(folder, STATE_FILE)) as f:
-                state = json.load(f)
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(
-                f"synthetic checkpoint version is {state.get('version')!r}, but this code reads "
-                f"version {STATE_VERSION}"
-            )
+            state = _load_state(folder)
         step = int(state["step"])
         sim.load_state_dict(state["sim"])
         snapshot = state["snapshot"]
@@ -174,6 +221,7 @@ def synthetic_trainable(config: dict[str, Any]) -> None:
                 sim.load_state_dict(snapshot)
         step += 1
         reporter.count(1)
+        _inject_fault(c, config, step)
         if c["seconds_per_step"]:
             time.sleep(c["seconds_per_step"])
         if step % every and step < total:
