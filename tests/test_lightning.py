@@ -221,3 +221,41 @@ def test_resume_from_a_checkpoint_without_adalrs_state_is_refused(tmp_path):
 def test_rewind_mode_is_refused():
     with pytest.raises(ValueError, match="backtrack_mode.*'rewind'"):
         AdaLRSLightningCallback(AdaLRSConfig(total_steps=10, window=2, backtrack_mode="rewind"))
+
+
+class _DumpOnEnd(Callback):
+    """Writes, per rank, its local micro-batch losses and what AdaLRS observed."""
+
+    def __init__(self, out, adalrs):
+        self.out, self.adalrs = str(out), adalrs
+
+    def on_train_end(self, trainer, pl_module):
+        torch.save(
+            {"micro": pl_module.micro, "observed": self.adalrs.controller.observed},
+            f"{self.out}.{trainer.global_rank}",
+        )
+
+
+@pytest.mark.slow  # two spawned processes (about 100 s at load 12 on 2 cores)
+def test_under_ddp_every_rank_observes_the_mean_loss_of_all_ranks(tmp_path):
+    ctl = ScriptedController()
+    cb = AdaLRSLightningCallback(ctl)
+    out = tmp_path / "rank"
+    trainer = L.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[cb, _DumpOnEnd(out, cb)],
+    )
+    trainer.fit(TinyModule(4), loader())
+    ranks = [torch.load(f"{out}.{r}", weights_only=False) for r in range(2)]
+    local = [r["micro"] for r in ranks]
+    assert local[0] != local[1]  # each rank trains on its own shard
+    observed = [[loss for _, loss in r["observed"]] for r in ranks]
+    assert observed[0] == observed[1]
+    assert observed[0] == pytest.approx([(a + b) / 2 for a, b in zip(*local)], rel=1e-6)
