@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 import re
 
 import pytest
@@ -127,3 +128,131 @@ def test_only_the_adapter_touches_private_attributes(name):
         and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
     ]
     assert private == []
+
+
+# ---------------------------------------------------------------------- scheduler state
+def _drive(sub, trials, results):
+    """Add ``trials`` to ``sub`` and feed it ``results`` ((index, iteration, val_loss))."""
+    ctl = _StateCtl(trials)
+    for t in trials:
+        sub.on_trial_add(ctl, t)
+    for i, it, loss in results:
+        trials[i].set_status(Trial.RUNNING)
+        d = sub.on_trial_result(
+            ctl, trials[i], {"training_iteration": it, "val_loss": loss, "done": False}
+        )
+        if d == "PAUSE":
+            trials[i].set_status(Trial.PAUSED)
+        elif d == "STOP":
+            sub.on_trial_complete(ctl, trials[i], {})
+            trials[i].set_status(Trial.TERMINATED)
+    return ctl
+
+
+class _StateCtl:
+    search_alg = None
+
+    def __init__(self, trials):
+        self.trials = trials
+
+    def get_trials(self):
+        return list(self.trials)
+
+    def get_live_trials(self):
+        return {t for t in self.trials if not t.is_finished()}
+
+    def pause_trial(self, trial, should_checkpoint=True):
+        trial.set_status(Trial.PAUSED)
+
+    def stop_trial(self, trial):
+        trial.set_status(Trial.TERMINATED)
+
+    def _schedule_trial_save(self, trial, result=None):
+        from ray import tune
+
+        return tune.Checkpoint("/nonexistent/ckpt")
+
+
+class _CkptTrial(Trial):
+    """A re-created trial with its persisted checkpoint, as Tune restores it."""
+
+    @property
+    def checkpoint(self):
+        from ray import tune
+
+        return tune.Checkpoint("/nonexistent/ckpt")
+
+
+def _schedulers():
+    from ray import tune
+    from ray.tune.schedulers import (
+        ASHAScheduler,
+        FIFOScheduler,
+        HyperBandScheduler,
+        PopulationBasedTraining,
+    )
+
+    kw = {"metric": "val_loss", "mode": "min"}
+    return {
+        "fifo": FIFOScheduler,
+        "hyperband": lambda: HyperBandScheduler(max_t=4, reduction_factor=2, **kw),
+        "asha": lambda: ASHAScheduler(max_t=4, grace_period=1, reduction_factor=2, **kw),
+        "pbt": lambda: PopulationBasedTraining(
+            time_attr="training_iteration",
+            perturbation_interval=1,
+            hyperparam_mutations={"lr": tune.loguniform(1e-4, 1e-1)},
+            quantile_fraction=0.5,
+            log_config=False,
+            **kw,
+        ),
+    }
+
+
+@pytest.mark.parametrize("kind", ["fifo", "hyperband", "asha", "pbt"])
+def test_scheduler_state_survives_new_trial_objects(kind):
+    """The private attributes the state capture reads and writes exist in the installed Ray,
+    and a state put into a fresh scheduler with new Trial objects (same ids) reads back the
+    same: the test fails when Ray renames or restructures them."""
+    make = _schedulers()[kind]
+    trials = [Trial("__fake", config={"lr": 1e-3 * (i + 1)}, stub=True) for i in range(4)]
+    results = [(0, 1, 3.0), (1, 1, 2.0), (2, 1, 4.0), (3, 1, 1.0), (1, 2, 1.5), (3, 2, 0.9)]
+    old = make()
+    _drive(old, trials, results)
+    state = adapter.scheduler_state(old)
+    assert state["kind"] == kind
+    assert state == json.loads(json.dumps(state))  # plain data
+    fresh = [
+        _CkptTrial("__fake", config=dict(t.config), stub=True, trial_id=t.trial_id) for t in trials
+    ]
+    new = make()
+    adapter.load_scheduler_state(new, state, {t.trial_id: t for t in fresh})
+    assert adapter.scheduler_state(new) == state
+    if kind == "hyperband":
+        assert set(new._trial_info) == set(fresh)
+    if kind == "pbt":
+        assert set(new._trial_state) == set(fresh)
+
+
+def test_scheduler_state_of_an_unknown_scheduler_is_none():
+    from ray.tune.schedulers import FIFOScheduler
+
+    class Own(FIFOScheduler):
+        def on_trial_result(self, tune_controller, trial, result):
+            return "CONTINUE"
+
+    assert adapter.scheduler_state(Own()) is None
+
+
+def test_scheduler_state_of_another_kind_is_refused():
+    scheds = _schedulers()
+    state = adapter.scheduler_state(scheds["hyperband"]())
+    with pytest.raises(ValueError, match="kind 'hyperband'"):
+        adapter.load_scheduler_state(scheds["pbt"](), state, {})
+    with pytest.raises(ValueError, match="version"):
+        adapter.load_scheduler_state(scheds["hyperband"](), {**state, "version": 99}, {})
+
+
+def test_keep_paused_marks_a_pending_trial_paused():
+    trial = Trial("__fake", config={}, stub=True)
+    adapter.keep_paused(trial)
+    assert trial.status == Trial.PAUSED

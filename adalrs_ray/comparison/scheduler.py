@@ -54,6 +54,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
@@ -67,6 +68,7 @@ from adalrs_ray.comparison.accounting import (
     TrialAccount,
     backtracked_steps,
     config_lr,
+    need,
 )
 from adalrs_ray.comparison.logs import (
     ComparisonFiles,
@@ -76,7 +78,13 @@ from adalrs_ray.comparison.logs import (
     load_comparison,
     results_frame,
 )
-from adalrs_ray.report.contract import COMPARISON_FILE, COMPUTE_LOG_FILE, LOG_VERSION, SLOT_KEYS
+from adalrs_ray.report.contract import (
+    COMPARISON_FILE,
+    COMPUTE_LOG_FILE,
+    LOG_VERSION,
+    OPTIONAL_SLOT_KEYS,
+    SLOT_KEYS,
+)
 from search_algos import ARMS, DEFAULT_ARMS, Arm, get_arm
 
 logger = logging.getLogger(__name__)
@@ -90,7 +98,8 @@ class _SlotValue:
         self.key = key
 
     def __call__(self, config: Mapping[str, Any]) -> Any:
-        return copy.deepcopy(self.slots[config["slot"]][self.key])
+        # an optional slot key (OPTIONAL_SLOT_KEYS) is None in the slots that do not set it
+        return copy.deepcopy(self.slots[config["slot"]].get(self.key))
 
     def __deepcopy__(self, memo: dict) -> _SlotValue:
         # immutable (every call returns a copy): Tune deep-copies the param space once per
@@ -162,6 +171,8 @@ class AdaLRSComparison(TrialScheduler):
         self._account = ComputeAccount(self._arms, metric)
         self._rows: list[dict[str, Any]] = []
         self._files = ComparisonFiles(log_dir)
+        # set by load_state_dict until the resumed experiment has re-added its trials
+        self._resume: _Resume | None = None
 
     # ------------------------------------------------------------------ public API
     @property
@@ -200,7 +211,7 @@ class AdaLRSComparison(TrialScheduler):
             config = {}
         if not isinstance(config, Mapping):
             raise ValueError(f"config is {config!r}, but must be a mapping or None")
-        reserved = sorted(set(config) & {"slot", *SLOT_KEYS})
+        reserved = sorted(set(config) & {"slot", *SLOT_KEYS, *OPTIONAL_SLOT_KEYS})
         if reserved:
             raise ValueError(
                 f"config sets {reserved}, but these keys are filled per trial by the "
@@ -208,7 +219,8 @@ class AdaLRSComparison(TrialScheduler):
             )
         space = dict(config)
         space["slot"] = tune.grid_search(list(range(len(self._slots))))
-        for key in SLOT_KEYS:
+        optional = [k for k in OPTIONAL_SLOT_KEYS if any(k in slot for slot in self._slots)]
+        for key in (*SLOT_KEYS, *optional):
             space[key] = tune.sample_from(_SlotValue(self._slots, key))
         return space
 
@@ -236,6 +248,81 @@ class AdaLRSComparison(TrialScheduler):
         """The raw per-report log rows (the lines of ``adalrs_compute_log.jsonl``)."""
         return copy.deepcopy(self._rows)
 
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """The comparison's whole state as plain JSON-serialisable data with a ``version``: its
+        settings, the compute account (arm membership, every trial's sums, status and pending
+        restart, the exploit log), each arm's sub-scheduler (HyperBand's bands and brackets,
+        ASHA's rungs, PBT's population with its last perturbation times; trials by
+        ``trial_id``) and the number of compute-log rows it covers."""
+        resume = self._resume
+        return {
+            "version": STATE_VERSION,
+            "settings": self._settings(),
+            "account": self._account.state_dict(),
+            "subs": (
+                dict(resume.subs)
+                if resume is not None and resume.subs is not None
+                else {key: adapter.scheduler_state(sub) for key, sub in self._subs.items()}
+            ),
+            "rows": resume.rows if resume is not None and resume.loading_log else len(self._rows),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Load :meth:`state_dict` output into this (fresh) comparison before the experiment
+        re-adds its trials (``Tuner.restore``). ``ValueError`` on a missing key, another
+        version or other settings (arms, metric, mode, budgets). The sub-schedulers get their
+        state back once the restored Trial objects are known (at the first hook after the
+        trials were re-added); the compute-log rows written after ``state`` was taken are read
+        back and counted once (see :meth:`ComputeAccount.add_lost_row`)."""
+        need(state, ("version", "settings", "account", "subs", "rows"))
+        if state["version"] != STATE_VERSION:
+            raise ValueError(
+                f"comparison state version is {state['version']!r}, but this code reads "
+                f"version {STATE_VERSION}"
+            )
+        if state["settings"] != self._settings():
+            raise ValueError(
+                f"the saved comparison was run with {state['settings']}, but this scheduler has "
+                f"{self._settings()}: build it with the same arms and settings to resume"
+            )
+        if set(state["subs"]) != set(self._subs):
+            raise ValueError(
+                f"comparison state has sub-scheduler states for {sorted(state['subs'])}, but "
+                f"the arms are {list(self._subs)}"
+            )
+        rows = state["rows"]
+        if not (isinstance(rows, int) and rows >= 0):
+            raise ValueError(f"comparison state has rows={rows!r}, but must be an integer >= 0")
+        self._account.load_state_dict(state["account"])
+        self._rows = []
+        self._resume = _Resume(
+            subs=dict(state["subs"]),
+            rows=rows,
+            awaiting={r["trial_id"] for r in self._account.trial_records()},
+        )
+        if self._files.log_dir is not None:
+            self._load_log()
+
+    def save(self, checkpoint_path: str) -> None:
+        """Write :meth:`state_dict` to ``checkpoint_path`` (JSON; Tune's scheduler API)."""
+        tmp = f"{checkpoint_path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.state_dict(), f)
+        os.replace(tmp, checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Load the state :meth:`save` wrote to ``checkpoint_path``."""
+        with open(checkpoint_path) as f:
+            self.load_state_dict(json.load(f))
+
+    def checkpoint_callback(self):
+        """A ``tune.Callback`` to pass in ``RunConfig(callbacks=...)``: it saves this
+        comparison's state with every experiment checkpoint and loads it on
+        ``Tuner.restore`` (Tune 2.60 itself never saves a scheduler). Without it a restored run
+        starts the comparison afresh."""
+        return _StateCallback(self)
+
     # ------------------------------------------------------------------ Tune hooks
     @property
     def supports_buffered_results(self) -> bool:
@@ -253,17 +340,24 @@ class AdaLRSComparison(TrialScheduler):
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         self._account.start(time.time())
+        if self._files.log_dir is None:
+            self._files.log_dir = adapter.experiment_dir(trial)
+        resume = self._resume
+        if resume is not None and resume.loading_log and self._files.log_dir is not None:
+            self._load_log()
+        if resume is not None and trial.trial_id in resume.awaiting:
+            self._readd(tune_controller, trial)
+            return
         if self._account.trial(trial.trial_id) is None:
             self._bind(trial)
         else:  # Tune re-adds a failed trial it retries (max_failures)
             self._account.on_retry(trial.trial_id)
-        if self._files.log_dir is None:
-            self._files.log_dir = adapter.experiment_dir(trial)
         arm = self._arm_of(trial)
         self._subs[arm].on_trial_add(self._view(arm, tune_controller), trial)
         self._write_meta()
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        self._finish_resume(tune_controller)
         arm = self._arm_of(trial)
         view, sub = self._view(arm, tune_controller), self._subs[arm]
         if self._account.is_repeated_final(trial.trial_id, result):
@@ -296,24 +390,28 @@ class AdaLRSComparison(TrialScheduler):
         return decision
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
+        self._finish_resume(tune_controller)
         arm = self._arm_of(trial)
         self._subs[arm].on_trial_complete(self._view(arm, tune_controller), trial, result)
         self._account.on_complete(trial.trial_id)
         self._write_meta()
 
     def on_trial_error(self, tune_controller, trial: Trial) -> None:
+        self._finish_resume(tune_controller)
         arm = self._arm_of(trial)
         self._subs[arm].on_trial_error(self._view(arm, tune_controller), trial)
         self._account.on_error(trial.trial_id)
         self._write_meta()
 
     def on_trial_remove(self, tune_controller, trial: Trial) -> None:
+        self._finish_resume(tune_controller)
         arm = self._arm_of(trial)
         self._subs[arm].on_trial_remove(self._view(arm, tune_controller), trial)
         self._account.on_remove(trial.trial_id)
         self._write_meta()
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
+        self._finish_resume(tune_controller)
         pending = None
         for key, sub in self._subs.items():
             trial = sub.choose_trial_to_run(self._view(key, tune_controller))
@@ -360,6 +458,93 @@ class AdaLRSComparison(TrialScheduler):
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ internals
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "arms": list(self._arms),
+            "metric": self._metric,
+            "mode": self._mode,
+            "total_steps": self._total_steps,
+            "report_every": self._report_every,
+        }
+
+    def _load_log(self) -> None:
+        """Read the compute log back after :meth:`load_state_dict`: its first ``rows`` lines
+        are the rows the state covers; later ones were written after the state was taken
+        (results between the last experiment checkpoint and the interruption) and are counted
+        once here."""
+        resume = self._resume
+        lines = []
+        path = os.path.join(self._files.log_dir, COMPUTE_LOG_FILE)
+        if os.path.exists(path):
+            with open(path) as f:
+                lines = [json.loads(line) for line in f if line.strip()]
+        if len(lines) < resume.rows:
+            raise ValueError(
+                f"{path} has {len(lines)} rows, but the saved comparison state covers "
+                f"{resume.rows}: the log does not belong to this state"
+            )
+        self._rows = lines[: resume.rows]
+        lost = lines[resume.rows :]
+        for row in lost:
+            if self._account.trial(row["trial_id"]) is None:
+                # bound after the state was taken: Tune's restored experiment does not have it
+                self._account.bind(
+                    row["trial_id"], row["arm"], {"slot": row.get("slot"), "lr": row.get("lr0")}
+                )
+                self._account.on_remove(row["trial_id"])
+            self._account.add_lost_row(row)
+            self._rows.append(row)
+        if lost:
+            logger.info(
+                "resume: %d result(s) logged after the last experiment checkpoint (%.0f steps) "
+                "are counted once; their trials run those steps again from an older checkpoint",
+                len(lost),
+                sum(float(r.get("steps_done") or 0.0) for r in lost),
+            )
+        resume.loading_log = False
+
+    def _readd(self, tune_controller, trial: Trial) -> None:
+        """A trial of the saved state, re-added by the resumed experiment."""
+        resume = self._resume
+        resume.awaiting.discard(trial.trial_id)
+        status = self._account.on_resume(trial.trial_id)
+        arm = self._arm_of(trial)
+        if resume.subs is None or resume.subs.get(arm) is None:
+            # the sub-scheduler's state was not captured (not one of Tune's): it starts over
+            if status not in ("completed", "stopped", "error"):
+                logger.warning(
+                    "resume: arm %s's scheduler %s has no saved state; trial %s is added to it "
+                    "as a new trial",
+                    arm,
+                    type(self._subs[arm]).__name__,
+                    trial.trial_id,
+                )
+                self._subs[arm].on_trial_add(self._view(arm, tune_controller), trial)
+        if status == "paused" and trial.status == Trial.PENDING:
+            adapter.keep_paused(trial)
+        self._write_meta()
+
+    def _finish_resume(self, tune_controller) -> None:
+        """Give the sub-schedulers their saved state, with the restored Trial objects, once
+        the resumed experiment has re-added its trials (before any other hook)."""
+        resume = self._resume
+        if resume is None:
+            return
+        if resume.subs is not None:
+            trials = {t.trial_id: t for t in tune_controller.get_trials()}
+            for arm, state in resume.subs.items():
+                if state is not None:
+                    adapter.load_scheduler_state(self._subs[arm], state, trials)
+            resume.subs = None
+        if resume.awaiting:
+            logger.warning(
+                "resume: trials %s of the saved comparison were not re-added by Tune",
+                sorted(resume.awaiting),
+            )
+            resume.awaiting = set()
+        if not resume.loading_log:
+            self._resume = None
+
     def _view(self, arm: str, controller) -> adapter.ArmView:
         members = self._account.trial_ids(arm)
         return adapter.ArmView(controller, lambda: members)
@@ -409,6 +594,35 @@ class AdaLRSComparison(TrialScheduler):
         )
 
 
+# version of AdaLRSComparison.state_dict()
+STATE_VERSION = 1
+
+
+class _Resume:
+    """What :meth:`AdaLRSComparison.load_state_dict` leaves to do once the trials are back."""
+
+    def __init__(self, subs: dict[str, Any], rows: int, awaiting: set[str]) -> None:
+        self.subs: dict[str, Any] | None = subs  # sub-scheduler states not yet loaded
+        self.rows = rows  # compute-log rows the state covers
+        self.loading_log = True  # the compute log not yet read back
+        self.awaiting = awaiting  # trial ids not yet re-added
+
+
+class _StateCallback(Callback):
+    """Saves the comparison's state with Tune's experiment checkpoint and loads it on
+    ``Tuner.restore`` (Tune restores callbacks before it re-adds the trials)."""
+
+    def __init__(self, scheduler: AdaLRSComparison) -> None:
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict[str, Any]:
+        return {"adalrs_comparison": self.scheduler.state_dict()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        need(state, ("adalrs_comparison",))
+        self.scheduler.load_state_dict(state["adalrs_comparison"])
+
+
 # ---------------------------------------------------------------------- helpers (pure)
 def _resolve_arms(arms: Iterable[Arm | str] | None) -> list[Arm]:
     if arms is None:
@@ -444,6 +658,7 @@ __all__ = [
     "EXTRA_COLUMNS",
     "RESULT_COLUMNS",
     "STATUSES",
+    "STATE_VERSION",
     "AdaLRSComparison",
     "ComparisonLog",
     "backtracked_steps",

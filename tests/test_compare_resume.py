@@ -1,0 +1,248 @@
+"""A comparison continues after its driver died: ``AdaLRSComparison.state_dict`` /
+``load_state_dict`` round trips driven with stub trials, and ``adalrs-ray compare --resume``
+after a SIGKILL of the driver's process group."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+from ray import tune
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+
+from adalrs_ray.comparison import AdaLRSComparison
+from adalrs_ray.comparison.scheduler import STATE_VERSION
+from adalrs_ray.report.contract import COMPUTE_LOG_FILE
+from search_algos import get_arm
+
+REPORTS = 4  # total_steps 40, report_every 10
+
+
+class CkptTrial(Trial):
+    """A stub trial with a persisted checkpoint, as Tune restores it with a trial."""
+
+    @property
+    def checkpoint(self):
+        return tune.Checkpoint("/nonexistent/fake-checkpoint")
+
+
+class Ctl:
+    """The parts of Tune's controller the schedulers use, over stub trials."""
+
+    search_alg = None
+
+    def __init__(self, sched: AdaLRSComparison) -> None:
+        self.sched = sched
+        self.trials: list[Trial] = []
+
+    def get_trials(self):
+        return list(self.trials)
+
+    def get_live_trials(self):
+        return {t for t in self.trials if not t.is_finished()}
+
+    def add(self, trial: Trial) -> Trial:
+        self.trials.append(trial)
+        self.sched.on_trial_add(self, trial)
+        return trial
+
+    def pause_trial(self, trial, should_checkpoint=True):
+        trial.set_status(Trial.PAUSED)
+
+    def stop_trial(self, trial):
+        if trial.status in (Trial.PENDING, Trial.PAUSED):
+            self.sched.on_trial_remove(self, trial)
+        elif trial.status == Trial.RUNNING:
+            self.sched.on_trial_complete(self, trial, {})
+        trial.set_status(Trial.TERMINATED)
+
+    def _schedule_trial_save(self, trial, result=None):
+        return tune.Checkpoint("/nonexistent/fake-checkpoint")
+
+
+def make(log_dir=None) -> AdaLRSComparison:
+    arms = [
+        get_arm("grid", num_trials=2),
+        get_arm("hyperband", num_trials=4, reduction_factor=2),
+        get_arm("pbt", num_trials=3, perturbation_interval=1, quantile_fraction=0.34),
+    ]
+    return AdaLRSComparison(arms, total_steps=40, report_every=10, log_dir=log_dir)
+
+
+def configs(sched: AdaLRSComparison) -> list[dict]:
+    from ray.tune.search.variant_generator import generate_variants
+
+    return [cfg for _, cfg in generate_variants(sched.param_space({}))]
+
+
+def loss(trial: Trial, it: int) -> float:
+    return (math.log10(trial.config["lr"]) + 2.5) ** 2 + 1.0 / it + 0.01 * trial.config["slot"]
+
+
+def tick(ctl: Ctl, its: dict[str, int], log: list) -> None:
+    """Start every trial the scheduler chooses, then one result of each running trial."""
+    while (t := ctl.sched.choose_trial_to_run(ctl)) is not None:
+        t.set_status(Trial.RUNNING)
+    for t in sorted(ctl.trials, key=lambda t: t.config["slot"]):
+        if t.status != Trial.RUNNING:
+            continue
+        its[t.trial_id] += 1
+        it = its[t.trial_id]
+        random.seed(1000 * it + t.config["slot"])  # PBT's donor and explore draws
+        result = {
+            "training_iteration": it,
+            "step": 10 * it - 1,
+            "val_loss": loss(t, it),
+            "lr": t.config["lr"],
+            "steps_done": 10.0,
+            "tokens_done": 100.0,
+            "worker_s_done": 0.1,
+            "adalrs_events": "[]",
+        }
+        decision = ctl.sched.on_trial_result(ctl, t, result)
+        log.append((t.trial_id, it, decision, round(t.config["lr"], 12)))
+        if decision == TrialScheduler.PAUSE:
+            t.set_status(Trial.PAUSED)
+        elif decision == TrialScheduler.STOP or it >= REPORTS:
+            ctl.sched.on_trial_complete(ctl, t, result)
+            t.set_status(Trial.TERMINATED)
+
+
+def start(log_dir=None):
+    sched = make(log_dir)
+    ctl = Ctl(sched)
+    for i, cfg in enumerate(configs(sched)):
+        ctl.add(CkptTrial("__fake", config=cfg, stub=True, trial_id=f"t{i:02d}"))
+    return sched, ctl, {t.trial_id: 0 for t in ctl.trials}
+
+
+def resumed(state: dict, ctl: Ctl, its: dict[str, int], log_dir=None):
+    """A fresh comparison loaded from ``state``, with the trials re-created as Tune's restore
+    does: same ids and configs, unfinished ones PENDING, in a new controller."""
+    sched = make(log_dir)
+    sched.load_state_dict(json.loads(json.dumps(state)))  # plain data
+    new = Ctl(sched)
+    for t in ctl.trials:
+        trial = CkptTrial("__fake", config=dict(t.config), stub=True, trial_id=t.trial_id)
+        trial.set_status(Trial.TERMINATED if t.status == Trial.TERMINATED else Trial.PENDING)
+        new.add(trial)
+    return sched, new, dict(its)
+
+
+def run_to_end(ctl: Ctl, its: dict[str, int], log: list) -> None:
+    for _ in range(40):
+        if all(t.status == Trial.TERMINATED for t in ctl.trials):
+            return
+        tick(ctl, its, log)
+    raise AssertionError("the comparison did not finish")
+
+
+@pytest.mark.parametrize("ticks", [1, 2, 3])
+def test_a_resumed_comparison_decides_as_the_uninterrupted_one(ticks, tmp_path):
+    ref, ref_ctl, ref_its = start(tmp_path / "ref")
+    ref_log: list = []
+    run_to_end(ref_ctl, ref_its, ref_log)
+
+    sched, ctl, its = start(tmp_path / "run")
+    log: list = []
+    for _ in range(ticks):
+        tick(ctl, its, log)
+    state = sched.state_dict()
+    sched2, ctl2, its2 = resumed(state, ctl, its, tmp_path / "run")
+    paused = {t.trial_id for t in ctl.trials if t.status == Trial.PAUSED}
+    assert {t.trial_id for t in ctl2.trials if t.status == Trial.PAUSED} == paused
+    run_to_end(ctl2, its2, log)
+
+    assert log == ref_log  # every HyperBand and PBT decision and explored LR alike
+    decisions = {d for _, _, d, _ in ref_log}
+    assert {"STOP", "PAUSE"} <= decisions  # HyperBand halved and waited
+    assert ref.exploit_log() and len(sched2.exploit_log()) == len(ref.exploit_log())
+    a = ref.compute_table("trial").set_index("trial_id")
+    b = sched2.compute_table("trial").set_index("trial_id")
+    for col in ("arm", "status", "steps", "reports", "exploits"):
+        assert a[col].to_dict() == b[col].to_dict(), col
+    for arm in ref.arms:
+        assert sched2._account.arm_totals(arm) == ref._account.arm_totals(arm)
+
+
+def test_without_the_saved_state_hyperband_would_start_over():
+    sched, ctl, its = start()
+    tick(ctl, its, [])
+    state = sched.state_dict()
+    hb = state["subs"]["hyperband"]
+    assert hb["kind"] == "hyperband" and hb["bands"][0]
+    assert state["subs"]["pbt"]["kind"] == "pbt"
+    assert state["subs"]["grid"]["kind"] == "fifo"
+    ids = {tid for b in hb["bands"][0] if b for tid in b["all_trials"]}
+    assert ids == set(sched._account.trial_ids("hyperband"))
+
+
+def test_results_logged_after_the_state_are_counted_once_and_rerun_as_a_resume(tmp_path):
+    sched, ctl, its = start(log_dir=tmp_path)
+    tick(ctl, its, [])
+    state = sched.state_dict()
+    saved_its = dict(its)
+    tick(ctl, its, [])  # these results are in the log but not in the state: the driver dies
+    lines = (tmp_path / COMPUTE_LOG_FILE).read_text().splitlines()
+    lost = [json.loads(x) for x in lines[state["rows"] :]]
+    assert lost
+    sched2, ctl2, its2 = resumed(state, ctl, saved_its, log_dir=tmp_path)
+    tick(ctl2, its2, [])  # the lost steps run again
+    rows = sched2.report_log()
+    assert len(rows) > len(lines)
+    for arm in sched2.arms:
+        logged = sum(r["steps_done"] for r in rows if r["arm"] == arm)
+        assert sched2._account.arm_totals(arm)[0] == logged  # every result counted once
+    first_after = {}
+    for r in rows[len(lines) :]:
+        first_after.setdefault(r["trial_id"], r)
+    for r in lost:
+        again = first_after.get(r["trial_id"])
+        if again is not None:
+            assert again["restart_kind"] == "resume"
+            assert again["rewound_steps"] == r["step"] - (again["step"] - 10)
+
+
+def test_save_and_restore_write_the_same_state(tmp_path):
+    sched, ctl, its = start()
+    tick(ctl, its, [])
+    sched.save(str(tmp_path / "state.json"))
+    other = make()
+    other.restore(str(tmp_path / "state.json"))
+    assert other.state_dict() == json.loads(json.dumps(sched.state_dict()))
+
+
+@pytest.mark.parametrize("key", ["version", "settings", "account", "subs", "rows"])
+def test_a_state_without_a_key_is_refused(key):
+    sched, ctl, its = start()
+    state = sched.state_dict()
+    del state[key]
+    with pytest.raises(ValueError, match=key):
+        make().load_state_dict(state)
+
+
+def test_a_state_of_other_settings_or_version_is_refused():
+    sched, _, _ = start()
+    state = sched.state_dict()
+    with pytest.raises(ValueError, match="version"):
+        make().load_state_dict({**state, "version": STATE_VERSION + 1})
+    with pytest.raises(ValueError, match="same arms and settings"):
+        AdaLRSComparison(["grid"], total_steps=40, report_every=10).load_state_dict(state)
+    broken = json.loads(json.dumps(state))
+    del broken["account"]["trials"][0]["steps"]
+    with pytest.raises(ValueError, match="steps"):
+        make().load_state_dict(broken)
+
+
+def test_a_sub_state_naming_an_unknown_trial_fails_loudly():
+    sched, ctl, its = start()
+    tick(ctl, its, [])
+    state = sched.state_dict()
+    sched2 = make()
+    sched2.load_state_dict(state)
+    ctl2 = Ctl(sched2)  # Tune re-added no trial
+    with pytest.raises(ValueError, match="does not have"):
+        sched2.choose_trial_to_run(ctl2)
