@@ -5,10 +5,13 @@ a clear error naming the file, never a hung run."""
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pandas as pd
 import pytest
 import torch
+from ray.tune import Callback
 
 from adalrs_ray.experiments.compare import run_compare
 from adalrs_ray.experiments.presets import get_preset
@@ -118,6 +121,8 @@ def test_a_dead_trial_process_is_retried_counted_and_reported(ray_cluster, tmp_p
     compute = result["compute"].set_index("arm")
     for arm, rows in df.groupby("arm"):
         assert compute.loc[arm, "steps"] == rows["steps_done"].sum()
+        assert compute.loc[arm, "retries"] == rows["trial_id"].nunique()
+        assert compute.loc[arm, "restart_overhead_s"] > 0
     report = (out / "report.md").read_text()
     assert "## Retried trials" in report and "3 retries of 3 trial(s)" in report
     meta = json.loads((out / "compare_config.json").read_text())
@@ -139,3 +144,42 @@ def test_without_retries_a_dead_trial_fails_and_the_run_still_reports(ray_cluste
     result = run_compare(preset, tmp_path / "cmp", progress=False, max_failures=0)
     assert len(result["errors"]) == 1
     assert "FAILED" in (tmp_path / "cmp" / "report.md").read_text()
+
+
+class _CorruptOnRecover(Callback):
+    """Before Tune restarts a failed trial, truncate its last checkpoint's state file."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        path = os.path.join(trial.checkpoint.path, STATE_FILE)
+        with open(path, "r+") as f:
+            f.truncate(10)
+        self.paths.append(path)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_corrupt_checkpoint_fails_the_trial_with_its_path_and_the_run_ends(ray_cluster, tmp_path):
+    markers = tmp_path / "faults"
+    markers.mkdir()
+    preset = get_preset("sim").with_overrides(
+        total_steps=600,
+        report_every=200,
+        arms=("grid",),
+        grid_points=1,
+        trial_config={"fault_at_step": 300, "fault_marker_dir": str(markers)},
+    )
+    corrupt = _CorruptOnRecover()
+    t0 = time.monotonic()
+    result = run_compare(
+        preset, tmp_path / "cmp", progress=False, max_failures=1, callbacks=[corrupt]
+    )
+    assert time.monotonic() - t0 < 120  # the retry failed at once: no hang, no retry loop
+    assert len(corrupt.paths) == 1  # one retry, from the checkpoint at step 200
+    (error,) = result["errors"]
+    assert f"checkpoint file {corrupt.paths[0]!r} is unreadable" in error
+    assert "FAILED" in (tmp_path / "cmp" / "report.md").read_text()
+    compute = result["compute"].set_index("arm")
+    assert compute.loc["grid", "errors"] == 1 and compute.loc["grid", "retries"] == 0

@@ -54,6 +54,10 @@ logger = logging.getLogger(__name__)
 SCHEDULES = ("constant", "cosine", "wsd")
 #: what AdaLRS observes: the training loss of the step, or the loss of a fixed probe batch
 ADALRS_SIGNALS = ("train", "probe")
+#: optimizers of the run: AdamW, or one of the single-run LR-free ones (the extra ``lrfree``)
+OPTIMIZERS = ("adamw", "prodigy", "schedulefree")
+#: the package and the extra each LR-free optimizer needs
+LRFREE_PACKAGES = {"prodigy": "prodigyopt", "schedulefree": "schedulefree"}
 # 2: the RNG states in the format of adalrs_ray.torch_binding.rng (version 1 is still read)
 STATE_VERSION = 2
 METRIC_COLUMNS = (
@@ -81,6 +85,7 @@ STATE_FIELDS = (
     "batch_size",
     "lr",
     "steps",
+    "optimizer",
     "schedule",
     "warmup_steps",
     "weight_decay",
@@ -111,6 +116,12 @@ class LMConfig:
             ``~/.cache/adalrs_ray``).
         seq_len, batch_size: tokens per sequence; sequences per step *per worker*.
         lr: eta_0, the peak of the base schedule.
+        optimizer: ``"adamw"``; ``"prodigy"`` (Prodigy, Mishchenko & Defazio 2023: ``lr`` is a
+            multiplier of the step size d it estimates, 1.0 recommended; the base schedule
+            applies on top, the logged LR is d x lr); or ``"schedulefree"`` (Schedule-Free
+            AdamW, Defazio et al. 2024: constant ``lr`` with its own linear warmup of
+            ``warmup_steps``, no base schedule decay; evaluation and checkpoints see its
+            averaged weights). Both need the extra ``lrfree`` and refuse ``adalrs``.
         steps: T, optimizer steps of the whole run.
         schedule: base schedule ``constant``, ``cosine`` or ``wsd`` (final 10% linear decay).
         warmup_steps: linear warmup of the base schedule.
@@ -159,6 +170,7 @@ class LMConfig:
     batch_size: int = 16
     lr: float = 1e-3
     steps: int = 1000
+    optimizer: str = "adamw"
     schedule: str = "cosine"
     warmup_steps: int = 0
     weight_decay: float = 0.1
@@ -210,6 +222,13 @@ class LMConfig:
             positive_int("num_threads")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr is {self.lr!r}, but must be a finite number > 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer is {self.optimizer!r}, but must be one of {OPTIMIZERS}")
+        if self.optimizer != "adamw" and self.adalrs:
+            raise ValueError(
+                f"optimizer is {self.optimizer!r} and adalrs is on, but AdaLRS scales the LR of "
+                "AdamW only; the LR-free optimizers run without it (adalrs=False)"
+            )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule is {self.schedule!r}, but must be one of {SCHEDULES}")
         if self.warmup_steps >= self.steps and self.schedule != "constant":
@@ -323,10 +342,63 @@ class LoopHooks:
 
 
 def _base_schedule(cfg: LMConfig, optimizer: torch.optim.Optimizer) -> Any:
-    """The base LR schedule eta_0 * f(t): a ``LambdaLR`` from the torch binding's factory."""
+    """The base LR schedule eta_0 * f(t): a ``LambdaLR`` from the torch binding's factory.
+    Schedule-Free AdamW has none (constant; its warmup is its own ``warmup_steps``)."""
     from adalrs_ray.torch_binding import get_base_schedule
 
+    if cfg.optimizer == "schedulefree":
+        return get_base_schedule("constant", optimizer, cfg.steps, warmup_steps=0)
     return get_base_schedule(cfg.schedule, optimizer, cfg.steps, warmup_steps=cfg.warmup_steps)
+
+
+def import_lrfree(optimizer: str) -> Any:
+    """The module of the LR-free ``optimizer`` (``prodigy``, ``schedulefree``); ``ValueError``
+    naming the extra to install when its package is missing."""
+    import importlib
+
+    package = LRFREE_PACKAGES[optimizer]
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise ValueError(
+            f"optimizer {optimizer!r} needs the package {package!r}: install the extra with "
+            "pip install 'adalrs-ray[lrfree]'"
+        ) from None
+
+
+def build_optimizer(cfg: LMConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.optimizer`` over the param ``groups`` (each with its weight decay):
+    AdamW, Prodigy (decoupled weight decay, safeguard_warmup when there is a warmup) or
+    Schedule-Free AdamW (``warmup_steps`` its own warmup), all with betas and eps of ``cfg``."""
+    betas = (cfg.beta1, cfg.beta2)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps)
+    module = import_lrfree(cfg.optimizer)
+    if cfg.optimizer == "prodigy":
+        return module.Prodigy(
+            groups,
+            lr=cfg.lr,
+            betas=betas,
+            eps=cfg.eps,
+            decouple=True,
+            safeguard_warmup=cfg.warmup_steps > 0,
+        )
+    return module.AdamWScheduleFree(
+        groups, lr=cfg.lr, betas=betas, eps=cfg.eps, warmup_steps=cfg.warmup_steps
+    )
+
+
+def effective_lr(optimizer: torch.optim.Optimizer, kind: str) -> float:
+    """The LR the next step of the first param group applies: ``lr`` (AdamW, after the base
+    schedule); Prodigy's ``d * lr``; Schedule-Free's ``lr`` times its warmup factor
+    ``min(1, (k + 1) / warmup_steps)`` (the ``scheduled_lr`` it logs after the step)."""
+    group = optimizer.param_groups[0]
+    lr = float(group["lr"])
+    if kind == "prodigy":
+        return float(group["d"]) * lr
+    if kind == "schedulefree" and group["warmup_steps"] and group["k"] < group["warmup_steps"]:
+        return lr * (group["k"] + 1) / group["warmup_steps"]
+    return lr
 
 
 def _rng_state_v1(old: dict[str, Any]) -> dict[str, Any]:
@@ -441,14 +513,12 @@ class LMTrainer:
         for p in self.raw_model.parameters():
             if p.requires_grad:
                 (decay if p.dim() >= 2 else no_decay).append(p)
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = build_optimizer(
+            cfg,
             [
                 {"params": decay, "weight_decay": cfg.weight_decay},
                 {"params": no_decay, "weight_decay": 0.0},
             ],
-            lr=cfg.lr,
-            betas=(cfg.beta1, cfg.beta2),
-            eps=cfg.eps,
         )
         base = _base_schedule(cfg, self.optimizer)
         if cfg.adalrs:
@@ -554,7 +624,20 @@ class LMTrainer:
         return float(self.scheduler.scale) if self.cfg.adalrs else 1.0
 
     def _lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
+        return effective_lr(self.optimizer, self.cfg.optimizer)
+
+    def _swap_weights(self, mode: str) -> None:
+        """Schedule-Free AdamW: ``optimizer.train()`` (the point gradients are taken at) or
+        ``optimizer.eval()`` (its averaged weights: evaluation and checkpoints); a no-op for
+        the others and when already in that mode."""
+        if self.cfg.optimizer == "schedulefree":
+            getattr(self.optimizer, mode)()
+
+    def _sf_train_mode(self) -> bool:
+        """Whether Schedule-Free AdamW is in train mode (False for the other optimizers)."""
+        return self.cfg.optimizer == "schedulefree" and bool(
+            self.optimizer.param_groups[0]["train_mode"]
+        )
 
     def _batch(self, seqs: lmdata.PackedSequences, idx: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(seqs.get(idx)).to(self.device, non_blocking=True)
@@ -582,6 +665,8 @@ class LMTrainer:
             world_size=self.hooks.world_size,
         )
         was_training = self.model.training
+        sf_train = self._sf_train_mode()
+        self._swap_weights("eval")
         self.model.eval()
         total = torch.zeros((), device=self.device)
         count = 0
@@ -589,6 +674,8 @@ class LMTrainer:
             total += self._loss(self._batch(seqs, idx)) * len(idx)
             count += len(idx)
         self.model.train(was_training)
+        if sf_train:
+            self._swap_weights("train")
         loss = self.hooks.reduce_mean(total / max(count, 1))
         ppl = math.exp(loss) if loss < 700 else float("inf")
         return {"loss": loss, "ppl": ppl}
@@ -623,9 +710,13 @@ class LMTrainer:
     def _probe_loss(self) -> float:
         """The loss of the fixed probe batch on the model as it is now (mean over ranks)."""
         was_training = self.model.training
+        sf_train = self._sf_train_mode()
+        self._swap_weights("eval")
         self.model.eval()
         loss = self._loss(self._batch(self.seqs["validation"], self._probe_idx))
         self.model.train(was_training)
+        if sf_train:
+            self._swap_weights("train")
         return self.hooks.reduce_mean(loss)
 
     def _validate(self, step: int) -> float:
@@ -645,6 +736,7 @@ class LMTrainer:
         cfg, hooks = self.cfg, self.hooks
         report_every = cfg.resolved_report_every
         self.model.train()
+        self._swap_weights("train")
         session_t0 = time.perf_counter()
         self._compute.restart_clock(session_t0)
         session_steps = 0
@@ -925,7 +1017,12 @@ class LMTrainer:
         }
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path | None:
-        """Write a checkpoint (rank 0): ``model.safetensors``, ``config.json``, trainer state."""
+        """Write a checkpoint (rank 0): ``model.safetensors``, ``config.json``, trainer state.
+
+        Schedule-Free AdamW is saved in the mode it is in, train mode during training: the
+        weights are its training point y and ``train_mode`` is in the optimizer state, so a
+        resume goes on bit for bit (an eval/train round trip is not exact in floating point);
+        :meth:`evaluate` on the resumed trainer sees its averaged weights."""
         from safetensors.torch import save_model
 
         if not self.is_main:

@@ -311,6 +311,7 @@ def run_compare(
     loggers: bool = True,
     callbacks: Sequence[Any] = (),
     max_failures: int = 1,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run the comparison described by ``preset`` in one ``tune.Tuner`` and write its report
     into ``out`` (the Tune experiment under ``out/tune``, the resolved settings in
@@ -336,6 +337,11 @@ def run_compare(
         max_failures: times Tune retries a failed trial from its last checkpoint
             (``tune.FailureConfig``); each retry is counted as a ``retry`` restart in the
             compute account and marked in the report. 0: a failed trial stays failed.
+        resume: continue the interrupted run in ``out`` (``tune.Tuner.restore``) instead of
+            starting one; ``preset``, ``workers``, ``loggers`` and ``max_failures`` must be the
+            run's own (:func:`resume_settings` reads them from ``out``). Unfinished trials go on
+            from their last checkpoints and the comparison from its last saved state; the
+            Tuner's callbacks are the run's own (``callbacks`` must be empty).
 
     Returns ``{"paths": write_report's paths, "summary": per-arm summary DataFrame,
     "compute": the scheduler's compute per arm (``AdaLRSComparison.compute_table()``),
@@ -360,7 +366,14 @@ def run_compare(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     out = Path(out).resolve()
     tune_dir = out / TUNE_NAME
-    if tune_dir.exists():
+    if resume:
+        if not (tune_dir / "tuner.pkl").is_file():
+            raise ValueError(
+                f"--resume {out}: {tune_dir} holds no Tune experiment to continue (no tuner.pkl)"
+            )
+        if extra_callbacks:
+            raise ValueError("resume: callbacks must be empty (the run's own are restored)")
+    elif tune_dir.exists():
         raise ValueError(
             f"{tune_dir} already exists (a previous compare run): choose another --out, or "
             f"rebuild its report with: adalrs-ray report {out}"
@@ -392,6 +405,10 @@ def run_compare(
         "loggers": loggers,
         "max_failures": max_failures,
     }
+    if resume:  # the settings are the run's own: record the resume only
+        saved = read_compare_settings(out)
+        saved.setdefault("resumed", []).append(command)
+        settings = saved
     (out / CONFIG_FILE).write_text(json.dumps(settings, indent=1, default=str) + "\n")
 
     from ray import tune
@@ -428,7 +445,16 @@ def run_compare(
             total_cpus,
             out,
         )
-        tuner = tune.Tuner(
+        # the comparison's state in every experiment checkpoint: what --resume continues from
+        callbacks.append(sched.checkpoint_callback())
+        if resume:
+            # Tune restores the run's own scheduler and callbacks (pickled at its start) and
+            # the comparison's state saved with its last experiment checkpoint
+            tuner = tune.Tuner.restore(
+                str(tune_dir), trainable, resume_unfinished=True, resume_errored=False
+            )
+        else:
+          tuner = tune.Tuner(
             trainable,
             param_space=sched.param_space(trial_config),
             tune_config=tune.TuneConfig(scheduler=sched, reuse_actors=True),
