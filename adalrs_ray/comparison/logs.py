@@ -82,10 +82,10 @@ def compute_frame(
     schedulers; ``mode`` says whether the best metric is the min or the max.
 
     Per trial: ``arm, trial_id, slot, lr0, status, reports, steps, tokens, worker_s, restarts,
-    restart_overhead_s, exploits, rewound_steps, backtracked_steps, final_step, final_lr,
+    retries, restart_overhead_s, exploits, rewound_steps, backtracked_steps, final_step, final_lr,
     last_metric, best_metric``. Per arm: ``arm, scheduler, trials, completed, stopped, errors,
-    reports, steps, tokens, worker_s, steps_in_stopped_trials, restarts, restart_overhead_s,
-    exploits, rewound_steps, backtracked_steps, best_metric, best_trial_id, best_lr``.
+    reports, steps, tokens, worker_s, steps_in_stopped_trials, restarts, retries,
+    restart_overhead_s, exploits, rewound_steps, backtracked_steps, best_metric, best_trial_id, best_lr``.
     """
     import pandas as pd
 
@@ -108,6 +108,7 @@ def compute_frame(
             "tokens": 0.0,
             "worker_s": 0.0,
             "restarts": 0,
+            "retries": 0,
             "restart_overhead_s": 0.0,
             "exploits": int(t.get("exploits") or 0),
             "rewound_steps": 0.0,
@@ -125,6 +126,8 @@ def compute_frame(
                 tokens=float(g["tokens_done"].sum()),
                 worker_s=float(g["worker_s_done"].sum()),
                 restarts=int(g["restart"].astype(bool).sum()),
+                # restarts after a failed process (Tune's max_failures), among the restarts
+                retries=int((g["restart_kind"].astype(str) == "retry").sum()),
                 restart_overhead_s=float(pd.to_numeric(g["restart_overhead_s"]).fillna(0).sum()),
                 rewound_steps=float(g["rewound_steps"].sum()),
                 backtracked_steps=float(g["backtracked_steps"].sum()),
@@ -166,6 +169,7 @@ def compute_frame(
                 if n
                 else 0.0,
                 "restarts": int(g["restarts"].sum()) if n else 0,
+                "retries": int(g["retries"].sum()) if n else 0,
                 "restart_overhead_s": float(g["restart_overhead_s"].sum()) if n else 0.0,
                 "exploits": int(g["exploits"].sum()) if n else 0,
                 "rewound_steps": float(g["rewound_steps"].sum()) if n else 0.0,
