@@ -255,6 +255,12 @@ def build_arms(preset: ComparePreset, arms: Sequence[str] | None = None) -> list
                     )
                 )
             continue
+        tasks = getattr(ARMS[name], "tasks", None)  # e.g. the LR-free arms: the lm task only
+        if tasks is not None and preset.task not in tasks:
+            raise ValueError(
+                f"arm {name!r} trains with the {ARMS[name].optimizer!r} optimizer, which the "
+                f"task {preset.task!r} does not have; it runs on the task(s) {list(tasks)}"
+            )
         settings = dict(preset.arm_settings.get(name, {}))
         if ARMS[name].sampling == "log_uniform":
             settings.setdefault("seed", seed)

@@ -13,9 +13,13 @@ from adalrs_ray.core.compute import INCREMENT_KEYS as INCREMENT_KEYS
 
 #: Config keys every slot of the comparison carries (the trainable contract, docs/tune.md).
 SLOT_KEYS: tuple[str, ...] = ("arm", "lr", "total_steps", "report_every", "adalrs")
+#: Config keys only some arms' slots carry: ``optimizer`` (the single-run LR-free arms,
+#: :mod:`search_algos.prodigy`, :mod:`search_algos.schedulefree`). When one slot of a comparison
+#: has such a key, every trial gets it, ``None`` where its slot has none.
+OPTIONAL_SLOT_KEYS: tuple[str, ...] = ("optimizer",)
 #: The keys :class:`~adalrs_ray.comparison.AdaLRSComparison` fills per trial: the slot keys plus
-#: the slot index.
-TRIAL_KEYS: tuple[str, ...] = ("slot", *SLOT_KEYS)
+#: the slot index (and the optional slot keys some arms set).
+TRIAL_KEYS: tuple[str, ...] = ("slot", *SLOT_KEYS, *OPTIONAL_SLOT_KEYS)
 
 #: Columns of the tidy results table (docs/design.md), in canonical order.
 REQUIRED_COLUMNS: tuple[str, ...] = (

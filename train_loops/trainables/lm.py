@@ -42,6 +42,8 @@ def lm_config_from_trial(config: Mapping[str, Any], out_dir: str):
             "total_steps, adalrs/window from adalrs, out_dir/resume per trial)"
         )
     kwargs = {k: v for k, v in config.items() if k in fields}
+    if kwargs.get("optimizer", "adamw") is None:  # a trial of an arm without an optimizer key
+        del kwargs["optimizer"]
     adalrs = config.get("adalrs")
     if adalrs is None:  # the probe batch is AdaLRS's signal, not a metric of every trial
         kwargs.update(adalrs_signal="train", probe_sequences=0)
