@@ -28,12 +28,17 @@ import argparse
 import gc
 import json
 import math
+import os
 import statistics
+import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 # ------------------------------------------------------------------ (a) the scheduler
@@ -168,6 +173,71 @@ def drive_scheduler(n_trials: int, reports: int, every: int = 50) -> dict:
     }
 
 
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _timed_comparison(*args, **kwargs):
+    """An ``AdaLRSComparison`` that times its own ``on_trial_result`` (Tune pickles the
+    scheduler with the experiment state, so the timer lives in a picklable subclass)."""
+    from adalrs_ray.comparison import AdaLRSComparison
+
+    class _Timed(AdaLRSComparison):
+        def on_trial_result(self, tune_controller, trial, result):
+            t0 = time.perf_counter()
+            decision = super().on_trial_result(tune_controller, trial, result)
+            self.bench_times.append(time.perf_counter() - t0)
+            if len(self.bench_times) % 10 == 0:
+                self.bench_rss.append(_rss())
+            return decision
+
+    sched = _Timed(*args, **kwargs)
+    sched.bench_times, sched.bench_rss = [], [_rss()]
+    return sched
+
+
+def tune_run(n_trials: int, reports: int, storage: str, every: int = 50) -> dict:
+    """The same arms in a real ``tune.Tuner`` on the local Ray, with the synthetic trainable of
+    ``adalrs-ray compare --task sim`` (no sleep per step: the trials are tiny, so the driver's
+    work shows). Timed: each call of the real scheduler's ``on_trial_result`` inside Tune's
+    controller; the driver's resident memory sampled between calls (psutil)."""
+    from ray import tune
+
+    from train_loops.trainables import get_trainable
+
+    total = reports * every
+    sched = _timed_comparison(_arms(n_trials, total), total_steps=total, report_every=every)
+    times, rss = sched.bench_times, sched.bench_rss
+    t0 = time.perf_counter()
+    results = tune.Tuner(
+        get_trainable("synthetic", cpu=0.25),
+        param_space=sched.param_space({"seconds_per_step": 0.0}),
+        tune_config=tune.TuneConfig(scheduler=sched, reuse_actors=True),
+        run_config=tune.RunConfig(
+            storage_path=storage,
+            name=f"load_{n_trials}",
+            verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+        ),
+    ).fit()
+    wall = time.perf_counter() - t0
+    rss.append(_rss())
+    errors = [r.error for r in results if r.error]
+    if errors:
+        raise RuntimeError(f"{len(errors)} trials failed; first: {errors[0]}")
+    return {
+        "trials": len(results),
+        "results": len(times),
+        "median_us": statistics.median(times) * 1e6,
+        "mean_us": statistics.fmean(times) * 1e6,
+        "rss_start_mib": rss[0] / 2**20,
+        "rss_peak_mib": max(rss) / 2**20,
+        "fit_s": wall,
+    }
+
+
 # ------------------------------------------------------------------ (b) the report
 def synthetic_results(rows: int):
     """The committed quick run's results repeated over renamed trials up to ``rows`` rows."""
@@ -189,72 +259,131 @@ def synthetic_results(rows: int):
     return pd.concat(parts, ignore_index=True).iloc[:rows]
 
 
-def time_report(rows: int) -> dict:
-    """What ``write_report`` does but the plots: validate, summarize, the trial table and
-    the Markdown document."""
-    from adalrs_ray.report.results import validate_results
+def time_report(rows: int, jsonl: bool = False) -> dict:
+    """What ``adalrs-ray report DIR`` does but the plots: load the results table from a
+    directory (``results.parquet``, as a compare run writes it; with ``jsonl`` also a JSON-lines
+    compute log, one report per line, timed separately), validate, summarize, the trial table
+    and the Markdown document."""
+    from adalrs_ray.report.results import load_results
     from adalrs_ray.report.sections import build_doc
     from adalrs_ray.report.tables import reference_point, summarize, trial_table
 
     raw = synthetic_results(rows)
-    t0 = time.perf_counter()
-    df = validate_results(raw)
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "table").mkdir()
+        raw.to_parquet(Path(tmp) / "table" / "results.parquet")
+        if jsonl:
+            log = Path(tmp) / "log" / "comparison_log.jsonl"
+            log.parent.mkdir()
+            raw.to_json(log, orient="records", lines=True)
+            t0 = time.perf_counter()
+            load_results(log.parent)
+            out["jsonl_load_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        df = load_results(Path(tmp) / "table")
+        out["load_s"] = time.perf_counter() - t0
     summary = summarize(df, baseline_steps=600)
     trials = trial_table(df)
     doc = build_doc(df, summary, trials, {}, "load", None, 600, "grid", reference_point(df), False)
     doc.markdown()
-    return {
-        "rows": len(df),
-        "trials": int(df["trial_id"].nunique()),
-        "seconds": time.perf_counter() - t0,
-    }
+    out.update(rows=len(df), trials=int(df["trial_id"].nunique()), seconds=time.perf_counter() - t0)
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--trials", type=int, nargs="+", default=[10, 100, 400])
+    p.add_argument("--trials", type=int, nargs="*", default=[10, 100, 400])
     p.add_argument("--reports", type=int, default=12, help="reports per full trial")
-    p.add_argument("--rows", type=int, nargs="+", default=[10**4, 10**5, 10**6])
+    p.add_argument("--rows", type=int, nargs="*", default=[10**4, 10**5, 10**6])
+    p.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="also time loading the rows from a JSON-lines compute log instead of results.parquet",
+    )
+    p.add_argument(
+        "--tune-trials",
+        type=int,
+        nargs="*",
+        default=None,
+        help="trial counts also run in a real tune.Tuner on a local Ray (default 10 100; "
+        "none with --smoke)",
+    )
     p.add_argument("--smoke", action="store_true", help="4 and 8 trials, 1e3 and 2e3 rows")
     p.add_argument("--out", help="write the figures as JSON here")
     args = p.parse_args()
     if args.smoke:
         args.trials, args.reports, args.rows = [4, 8], 4, [1000, 2000]
+    if args.tune_trials is None:
+        args.tune_trials = [] if args.smoke else [10, 100]
 
     sched_rows = [drive_scheduler(n, args.reports) for n in args.trials]
-    base = sched_rows[0]["median_us"]
-    lines = [
-        "(a) AdaLRSComparison, hooks driven in-process (stub trials, no Ray)",
-        "",
-        "| trials | results | median us per on_trial_result | x the smallest | peak MiB | "
-        "param_space resolved (s) |",
-        "|---|---|---|---|---|---|",
-    ]
+    lines = []
+    if sched_rows:
+        base = sched_rows[0]["median_us"]
+        lines += [
+            "(a) AdaLRSComparison, hooks driven in-process (stub trials, no Ray)",
+            "",
+            "| trials | results | median us per on_trial_result | x the smallest | peak MiB | "
+            "param_space resolved (s) |",
+            "|---|---|---|---|---|---|",
+        ]
     for r in sched_rows:
         lines.append(
             f"| {r['trials']} | {r['results']} | {r['median_us']:.0f} | "
             f"{r['median_us'] / base:.2f} | {r['peak_mib']:.1f} | {r['resolve_s']:.2f} |"
         )
-    report_rows = [time_report(n) for n in args.rows]
-    per_row0 = report_rows[0]["seconds"] / report_rows[0]["rows"]
-    lines += [
-        "",
-        "(b) report tables and Markdown from a results frame",
-        "",
-        "| rows | trials | seconds | us per row | x the smallest per row |",
-        "|---|---|---|---|---|",
-    ]
+    tune_rows = []
+    if args.tune_trials:
+        from _local_ray import init_local_ray
+
+        ray = init_local_ray()
+        try:
+            with tempfile.TemporaryDirectory() as storage:
+                tune_rows = [tune_run(n, args.reports, storage) for n in args.tune_trials]
+        finally:
+            ray.shutdown()
+        base = tune_rows[0]["median_us"]
+        lines += [
+            "",
+            "(a') the same arms in a real tune.Tuner (local Ray, 2 CPUs, synthetic trainable)",
+            "",
+            "| trials | results | median us per on_trial_result | x the smallest | "
+            "mean us | driver RSS MiB (start / peak) | fit (s) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in tune_rows:
+            lines.append(
+                f"| {r['trials']} | {r['results']} | {r['median_us']:.0f} | "
+                f"{r['median_us'] / base:.2f} | {r['mean_us']:.0f} | "
+                f"{r['rss_start_mib']:.0f} / {r['rss_peak_mib']:.0f} | {r['fit_s']:.0f} |"
+            )
+    report_rows = [time_report(n, args.jsonl) for n in args.rows]
+    if report_rows:
+        per_row0 = report_rows[0]["seconds"] / report_rows[0]["rows"]
+        jsonl = " JSON-lines load (s) |" if args.jsonl else ""
+        lines += [
+            "",
+            "(b) adalrs-ray report DIR but the plots: load results.parquet, tables, Markdown",
+            "",
+            f"| rows | trials | seconds | of which load (s) | us per row | x the smallest per row "
+            f"|{jsonl}",
+            "|---|---|---|---|---|---|" + ("---|" if args.jsonl else ""),
+        ]
     for r in report_rows:
         per_row = r["seconds"] / r["rows"]
         lines.append(
-            f"| {r['rows']:,} | {r['trials']:,} | {r['seconds']:.2f} | {per_row * 1e6:.1f} | "
-            f"{per_row / per_row0:.2f} |"
+            f"| {r['rows']:,} | {r['trials']:,} | {r['seconds']:.2f} | {r['load_s']:.2f} | "
+            f"{per_row * 1e6:.1f} | {per_row / per_row0:.2f} |"
+            + (f" {r['jsonl_load_s']:.2f} |" if args.jsonl else "")
         )
     text = "\n".join(lines)
     print(text)
     if args.out:
         Path(args.out).write_text(
-            json.dumps({"scheduler": sched_rows, "report": report_rows}, indent=1)
+            json.dumps(
+                {"scheduler": sched_rows, "tune": tune_rows, "report": report_rows}, indent=1
+            )
         )
 
 
