@@ -15,6 +15,8 @@ from ray.tune import Callback
 
 from adalrs_ray.experiments.compare import run_compare
 from adalrs_ray.experiments.presets import get_preset
+from adalrs_ray.report.document import Doc
+from adalrs_ray.report.sections import _retried_trials
 from train_loops.lm import LMConfig, LMTrainer
 from train_loops.trainables import check_synthetic_config
 from train_loops.trainables.synthetic import STATE_FILE, _load_state
@@ -88,6 +90,28 @@ def test_fault_injection_settings_are_checked(extra, match):
         check_synthetic_config({**base, **extra})
 
 
+# ---------------------------------------------------------------- the report's section
+def test_the_report_lists_retries_per_trial_and_per_arm():
+    df = pd.DataFrame(
+        {
+            "arm": ["a", "a", "a", "b", "b"],
+            "trial_id": ["t1", "t1", "t2", "t3", "t3"],
+            "step": [199, 399, 399, 199, 399],
+            "restart_kind": [None, "retry", "retry", None, "pause"],
+            "restart_overhead_s": [0.0, 2.5, 1.25, 0.0, 9.0],
+        }
+    )
+    doc = Doc()
+    _retried_trials(doc, df)
+    md = doc.markdown()
+    assert "## Retried trials" in md and "2 retries of 2 trial(s)" in md
+    assert "Per arm: a 2 retries of 2 trial(s), 3.8 s overhead." in md  # b's pause is no retry
+    assert "trial t1 of arm a: retried before its report at step 399, restart overhead 2.5" in md
+    empty = Doc()
+    _retried_trials(empty, df[df["restart_kind"] != "retry"])
+    assert empty.blocks == []
+
+
 # ---------------------------------------------------------------- a process that dies
 @pytest.mark.ray
 @pytest.mark.slow
@@ -125,6 +149,7 @@ def test_a_dead_trial_process_is_retried_counted_and_reported(ray_cluster, tmp_p
         assert compute.loc[arm, "restart_overhead_s"] > 0
     report = (out / "report.md").read_text()
     assert "## Retried trials" in report and "3 retries of 3 trial(s)" in report
+    assert "grid 2 retries of 2 trial(s)" in report
     meta = json.loads((out / "compare_config.json").read_text())
     assert meta["max_failures"] == 1
 

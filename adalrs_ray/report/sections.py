@@ -236,6 +236,16 @@ def _retried_trials(doc: Doc, df: pd.DataFrame) -> None:
         "its last report to the first report after the retry, less that report's own work, "
         "is the restart overhead."
     )
+    per_arm = retries.groupby("arm", sort=False)
+    doc.p(
+        "Per arm: "
+        + ", ".join(
+            f"{arm} {len(g)} retr{'y' if len(g) == 1 else 'ies'} of {g['trial_id'].nunique()} "
+            f"trial(s), {fmt(g['restart_overhead_s'].astype('float64').sum(), 's')} s overhead"
+            for arm, g in per_arm
+        )
+        + "."
+    )
     rows = []
     for _, r in retries.iterrows():
         rows.append(
