@@ -11,14 +11,25 @@ median time inside ``on_trial_result`` per result, as a ratio to the 10-trial ca
 within 2x at 400 trials), the scheduler's memory (tracemalloc peak while it runs), and the time
 Tune takes to resolve the comparison's ``param_space`` into the trial configs.
 
+(a') The same arms in a real ``tune.Tuner`` on a local Ray (2 CPUs, 0.25 CPU per trial,
+``reuse_actors``) with the synthetic trainable of ``adalrs-ray compare --task sim`` and no sleep
+per step, at 10 and 100 trials by default (400 real trials take too long on 2 shared cores: the
+400-trial figure is (a)'s). Reported: the median time inside the real scheduler's
+``on_trial_result`` as Tune's controller calls it, as a ratio to the smallest run, and the
+driver process's resident memory (psutil; the whole driver, Tune's controller included).
+
 (b) Report. ``adalrs_ray.report`` builds its tables and Markdown from a results frame of
 10^4, 10^5 and 10^6 rows (the 230 rows of the committed quick run, docs/runs/quick, repeated
 as new trials of the same five arms whose compute goes on growing: 10^6 rows are 91,000
 trials), timed per row as a ratio to the 10^4 case (goal:
-linear, i.e. the ratio near 1, and 10^6 rows under a minute here). Plots are not timed: their
-cost depends on the number of trials drawn, not on rows.
+linear, i.e. the ratio near 1, and 10^6 rows under a minute here). The path is that of
+``adalrs-ray report DIR`` on a compare run's directory: ``load_results`` reads the directory's
+``results.parquet``, then the tables and the Markdown; ``--jsonl`` also times loading the same
+rows from a JSON-lines compute log (the report's other input). Plots are not timed: their cost
+depends on the number of trials drawn, not on rows.
 
-    python benchmarks/bench_load.py                 # 10/100/400 trials; 1e4/1e5/1e6 rows
+    python benchmarks/bench_load.py                 # 10/100/400 trials (10/100 in Tune); rows
+    python benchmarks/bench_load.py --trials --tune-trials --jsonl   # the report only
     python benchmarks/bench_load.py --smoke         # 4/8 trials, 1e3/2e3 rows (the test)
 """
 
