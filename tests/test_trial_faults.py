@@ -13,6 +13,7 @@ import pytest
 import torch
 from ray.tune import Callback
 
+from adalrs_ray import cli
 from adalrs_ray.experiments.compare import run_compare
 from adalrs_ray.experiments.presets import get_preset
 from adalrs_ray.report.document import Doc
@@ -88,6 +89,23 @@ def test_fault_injection_settings_are_checked(extra, match):
     base = {"lr": 1e-3, "total_steps": 400, "report_every": 200, "adalrs": None}
     with pytest.raises(ValueError, match=match):
         check_synthetic_config({**base, **extra})
+
+
+# ---------------------------------------------------------------- the retry setting
+def test_a_negative_max_failures_exits_2_with_one_line(capsys, tmp_path):
+    code = cli.main(
+        ["compare", "--task", "sim", "--max-failures", "-1", "--out", str(tmp_path / "o")]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "max-failures" in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "1"])
+def test_run_compare_checks_max_failures_before_ray(value, tmp_path):
+    with pytest.raises(ValueError, match="--max-failures is .*, but must be an integer >= 0"):
+        run_compare(get_preset("sim"), tmp_path / "o", progress=False, max_failures=value)
+    assert not (tmp_path / "o").exists()
 
 
 # ---------------------------------------------------------------- the report's section
