@@ -516,6 +516,7 @@ def run_compare(
         baseline_steps=preset.total_steps,
         grid_arm="grid" if "grid" in labels else None,
         adalrs_arms=ada or None,
+        lr_arms=lr_free_arms(labels) or None,
     )
     summary = rep.summarize(
         rep.validate_results(df),
@@ -530,6 +531,14 @@ def run_compare(
         "unfinished": unfinished,
         "wall_s": wall,
     }
+
+
+def lr_free_arms(labels: Sequence[str]) -> list[str]:
+    """The labels of arms whose optimizer sets its own LR (the registered arms with an
+    ``optimizer``: prodigy, schedulefree): the report draws their effective LR in plot (b)."""
+    from search_algos import ARMS
+
+    return [a for a in labels if getattr(ARMS.get(a), "optimizer", None)]
 
 
 def headline(summary, threshold: str = "within_2pct") -> str:
@@ -636,6 +645,7 @@ def merge_compare_dirs(
     options["extra"] = extra
     options["grid_arm"] = "grid" if "grid" in arms_now else None
     options["adalrs_arms"] = [a for a in dict.fromkeys(ada) if a in arms_now] or None
+    options["lr_arms"] = lr_free_arms(sorted(arms_now)) or None
     return merged, options
 
 
@@ -673,4 +683,5 @@ def rebuild_report(
         labels = settings.get("arms") or []
         options.setdefault("adalrs_arms", [a for a in labels if a.startswith("adalrs")] or None)
         options.setdefault("grid_arm", "grid" if "grid" in labels else None)
+        options.setdefault("lr_arms", lr_free_arms(labels) or None)
     return rep.build_report_from_dir(d, out, **options)

@@ -147,18 +147,22 @@ def scale_path(rows: pd.DataFrame, events: pd.DataFrame) -> tuple[np.ndarray, np
     return np.asarray(xs), np.asarray(ys)
 
 
-def plot_adalrs(df: pd.DataFrame, path: Path, trial_ids: Sequence[str]) -> Path:
+def plot_adalrs(
+    df: pd.DataFrame, path: Path, trial_ids: Sequence[str], lr_trial_ids: Sequence[str] = ()
+) -> Path:
     """Plot (b), in the manner of the paper's Fig. 2: left, the base LR ``lr0 * scale`` (or the
     scale alone when lr0 is unknown) against ``step`` for each AdaLRS trial, with kept upscales
     (``keep``) as ^ at the new LR, failed upscales (``backtrack``) as x at the LR that was tried,
     loss-rise downscales as v and non-finite losses as *; right, the training loss (solid) and
-    val_loss (dotted) of the same trials. Lines break where a backtrack rewinds ``step``."""
+    val_loss (dotted) of the same trials. Lines break where a backtrack rewinds ``step``.
+    ``lr_trial_ids``: trials of optimizers that set their own LR (Prodigy, Schedule-Free), drawn
+    dashed with the effective ``lr`` they report (at each report) and their losses."""
     from matplotlib.lines import Line2D
 
     fig, axes = _figure(2, width=5.5)
     ax_lr, ax_loss = axes[0]
     events = iter_events(df)
-    colors = _arm_colors(list(trial_ids))
+    colors = _arm_colors([*trial_ids, *lr_trial_ids])
     use_lr0 = bool(np.isfinite(df.loc[df["trial_id"].isin(trial_ids), "lr0"]).all())
     for tid in trial_ids:
         g = df[df["trial_id"] == tid]
@@ -184,9 +188,21 @@ def plot_adalrs(df: pd.DataFrame, path: Path, trial_ids: Sequence[str]) -> Path:
                 continue
             y = e[col].fillna(e["scale_before"]).to_numpy(dtype=float) * base
             ax_lr.scatter(e["step"], y, marker=marker, color=color, s=50, zorder=3)
+    for tid in lr_trial_ids:
+        g = df[df["trial_id"] == tid]
+        step = g["step"].to_numpy(dtype=float)
+        label = f"{tid} ({g['arm'].iloc[0]}: its effective LR)"
+        ax_lr.plot(step, g["lr"].to_numpy(dtype=float), color=colors[tid], ls="--", marker=".",
+                   ms=3, label=label)  # fmt: skip
+        for col, ls in (("loss", "-"), ("val_loss", ":")):
+            y = g[col].to_numpy(dtype=float)
+            ax_loss.plot(step, y, color=colors[tid], ls=ls, marker=".", ms=3,
+                         label=tid if col == "loss" else None)  # fmt: skip
     ax_lr.set_yscale("log")
     ax_lr.set_xlabel("step")
     ax_lr.set_ylabel("base LR (lr0 x scale)" if use_lr0 else "AdaLRS scale")
+    if lr_trial_ids:
+        ax_lr.set_ylabel("AdaLRS: lr0 x scale; dashed: effective LR")
     ax_lr.grid(True, which="both", alpha=0.3)
     handles, _ = ax_lr.get_legend_handles_labels()
     for marker, color, text in (

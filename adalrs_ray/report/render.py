@@ -43,6 +43,7 @@ def write_report(
     grid_best_lr: float | None = None,
     reference_loss: float | None = None,
     adalrs_arms: Sequence[str] | None = None,
+    lr_arms: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Write the whole report into ``out_dir`` (created if needed) and return ``{name: path}``.
 
@@ -55,7 +56,8 @@ def write_report(
 
     ``extra`` (JSON-serialisable mapping, e.g. the run's settings) is shown as a table. The
     keyword options are those of :func:`summarize`; ``adalrs_arms`` selects the trials of
-    plot (b). A failed trial (NaN val_loss, status ERROR) never stops the report: it is listed
+    plot (b); ``lr_arms`` adds to it the trials of arms whose optimizer sets its own LR (the
+    LR-free arms), drawn with the effective LR they report. A failed trial (NaN val_loss, status ERROR) never stops the report: it is listed
     as failed.
     """
     df = validate_results(df)
@@ -90,6 +92,7 @@ def write_report(
         "grid_best_lr": grid_best_lr,
         "reference_loss": reference_loss,
         "adalrs_arms": list(adalrs_arms) if adalrs_arms is not None else None,
+        "lr_arms": list(lr_arms) if lr_arms is not None else None,
         "extra": dict(extra) if extra is not None else None,
     }
     paths["meta"] = out / META_FILE_NAME
@@ -98,8 +101,9 @@ def write_report(
     plots: dict[str, Path] = {}
     plots["best_so_far"] = plot_best_so_far(df, out / "best_so_far.png", summary)
     ada = adalrs_trials(df, adalrs_arms)
-    if ada:
-        plots["adalrs_lr"] = plot_adalrs(df, out / "adalrs_lr.png", ada)
+    own_lr = [t for t in pd.unique(df.loc[df["arm"].isin(lr_arms or ()), "trial_id"])]
+    if ada or own_lr:
+        plots["adalrs_lr"] = plot_adalrs(df, out / "adalrs_lr.png", ada, own_lr)
     plots["val_curves"] = plot_val_curves(df, out / "val_curves.png", trials)
     paths.update(plots)
 
@@ -124,7 +128,7 @@ def write_report(
 
 
 _META_KEYS = ("title", "baseline_steps", "thresholds", "grid_arm", "grid_best_lr")
-_META_KEYS += ("reference_loss", "adalrs_arms", "extra")
+_META_KEYS += ("reference_loss", "adalrs_arms", "lr_arms", "extra")
 
 
 def read_meta(directory: str | Path) -> dict[str, Any]:
