@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -203,20 +204,35 @@ def test_sim_task_refuses_the_lrfree_arms_before_any_trial(name):
         build_arms(preset)
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_tiny_comparison_with_both_lrfree_arms_reports_them(ray_cluster, tmp_path):
-    from adalrs_ray.experiments.compare import resolve_preset, run_compare
+    from adalrs_ray import cli
 
-    preset = resolve_preset("smoke", arms=("adalrs", "prodigy", "schedulefree"))
-    out = run_compare(preset, out=tmp_path / "cmp", progress=False, loggers=False)
-    assert not out["errors"] and out["unfinished"] == 0
-    compute = out["compute"]
-    assert {"prodigy", "schedulefree"} <= set(compute.index)
+    out = tmp_path / "lm"
+    argv = ["compare", "--preset", "smoke", "--arms", "adalrs,prodigy,schedulefree"]
+    assert cli.main([*argv, "--out", str(out), "--quiet", "--no-loggers"]) == 0
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert trials.groupby("arm").size().to_dict() == {
+        "adalrs_x0.1": 1,
+        "prodigy": 1,
+        "schedulefree": 1,
+    }
+    results = pd.read_parquet(out / "results.parquet")
+    # each LR-free arm ran one trial of the whole budget (smoke: 40 steps), its LR logged
+    steps = results.groupby("arm")["steps_done"].sum().to_dict()
+    assert steps["prodigy"] == steps["schedulefree"] == 40
+    sf = results[results["arm"] == "schedulefree"]
+    assert (sf["lr"] == 3e-3).all()  # constant, no warmup in the preset
+    prodigy = results[results["arm"] == "prodigy"]
+    assert (prodigy["lr"] > 0).all() and (prodigy["lr"] < 1.0).all()  # d x lr, not lr = 1.0
+    summary = pd.read_parquet(out / "summary.parquet").set_index("arm")
     for arm in ("prodigy", "schedulefree"):
-        assert compute.loc[arm, "trials"] == 1
-        assert compute.loc[arm, "steps"] == preset.total_steps
-    summary = out["summary"].set_index("arm")
-    for arm in ("prodigy", "schedulefree"):
+        assert summary.loc[arm, "total_steps"] == 40
         assert math.isfinite(summary.loc[arm, "best_final_val_loss"])
-    report = (tmp_path / "cmp" / "report.md").read_text()
+    report = (out / "report.md").read_text()
     assert "prodigy" in report and "schedulefree" in report
+    # the LR trajectory plot draws their effective LR beside AdaLRS's (report_meta says which)
+    meta = json.loads((out / "report_meta.json").read_text())
+    assert meta["lr_arms"] == ["prodigy", "schedulefree"]
+    assert (out / "adalrs_lr.png").is_file()
