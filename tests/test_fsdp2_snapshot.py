@@ -84,6 +84,7 @@ def _check_rank(rank: int, dist) -> None:
                 _locals(params),
                 _opt_locals(opt, params, "exp_avg"),
                 _opt_locals(opt, params, "exp_avg_sq"),
+                [opt.state[p]["step"].detach().clone() for p in params],
             )
 
     # the snapshot holds this rank's shard only: its bytes are the local shards of the
@@ -113,6 +114,10 @@ def _check_rank(rank: int, dist) -> None:
         for p, want in zip(params, then):
             assert isinstance(opt.state[p][key], DTensor)
             assert torch.equal(opt.state[p][key].to_local(), want)
+    # and the step counters (AdamW's bias correction) of the snapshot, not the 4th step's
+    assert [float(opt.state[p]["step"]) for p in params] == [2.0] * len(params)
+    for p, want in zip(params, saved[3]):
+        assert torch.equal(opt.state[p]["step"], want)
 
 
 def test_fsdp2_snapshot_holds_each_ranks_shard_and_restores_it_exactly(tmp_path):
