@@ -234,3 +234,42 @@ def test_train_refuses_worker_resources_without_ray_train(tmp_path, capsys):
     argv = ["train", "--quiet", "--out", str(tmp_path / "r"), "--gpus-per-worker", "1"]
     assert main(argv) == 2
     assert "--gpus-per-worker are resources of Ray Train workers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "keys, use_gpu, gpus",
+    [({}, None, None), ({"gpus_per_worker": 0.5}, True, 0.5), ({"gpus_per_worker": 0}, False, 0)],
+)
+def test_torchtrainer_trial_settings_take_gpus_per_worker(keys, use_gpu, gpus):
+    from train_loops.lm_ray_train import worker_scaling_config
+    from train_loops.trainables.lm_torchtrainer import check_train_config
+
+    settings, _ = check_train_config(
+        {
+            "workers": 2,
+            "lr": 1e-3,
+            "total_steps": 8,
+            "report_every": 4,
+            "resources_per_worker": {"NPU": 1},
+            **keys,
+        }
+    )
+    assert settings["use_gpu"] is use_gpu and settings["gpus_per_worker"] == gpus
+    sc = worker_scaling_config(
+        2, bool(use_gpu), 1.0, settings["gpus_per_worker"], extra=settings["resources_per_worker"]
+    )
+    assert sc.resources_per_worker == {"NPU": 1, "CPU": 1.0, **({"GPU": gpus} if use_gpu else {})}
+
+
+@pytest.mark.parametrize(
+    "keys, match",
+    [
+        ({"gpus_per_worker": -0.5}, "gpus_per_worker is -0.5"),
+        ({"gpus_per_worker": 1, "use_gpu": False}, "use_gpu is False and gpus_per_worker is 1"),
+    ],
+)
+def test_torchtrainer_trial_settings_reject_bad_gpus_per_worker(keys, match):
+    from train_loops.trainables.lm_torchtrainer import check_train_config
+
+    with pytest.raises(ValueError, match=match):
+        check_train_config({"workers": 2, "lr": 1e-3, "total_steps": 8, "report_every": 4, **keys})

@@ -161,13 +161,19 @@ def _auto_resources(workers: int, use_gpu: bool | None, cpus_per_worker: float |
 
 
 def worker_scaling_config(
-    workers: int, use_gpu: bool, cpus_per_worker: float, gpus_per_worker: float | None = None
+    workers: int,
+    use_gpu: bool,
+    cpus_per_worker: float,
+    gpus_per_worker: float | None = None,
+    *,
+    extra: dict[str, float] | None = None,
 ) -> Any:
     """The ``ray.train.ScalingConfig`` of ``workers`` workers, each reserving
-    ``cpus_per_worker`` CPUs and, with ``use_gpu``, ``gpus_per_worker`` GPUs (``None``: 1)."""
+    ``cpus_per_worker`` CPUs, with ``use_gpu`` ``gpus_per_worker`` GPUs (``None``: 1), and the
+    ``extra`` resources (e.g. ``{"NPU": 1}``)."""
     import ray.train
 
-    resources: dict[str, float] = {"CPU": float(cpus_per_worker)}
+    resources: dict[str, float] = {**(extra or {}), "CPU": float(cpus_per_worker)}
     if use_gpu:
         resources["GPU"] = 1.0 if gpus_per_worker is None else float(gpus_per_worker)
     return ray.train.ScalingConfig(

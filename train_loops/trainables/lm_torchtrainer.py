@@ -49,7 +49,7 @@ from adalrs_ray.comparison.train_trial import (  # noqa: F401  (its old private 
 )
 from adalrs_ray.core.checks import check, check_choice, check_int, check_number, is_number
 from adalrs_ray.ray_train import SNAPSHOT_STORES, LostSnapshotPolicy
-from train_loops.lm_ray_train import run_lm_worker
+from train_loops.lm_ray_train import run_lm_worker, worker_scaling_config
 from train_loops.trainables.lm import lm_config_from_trial
 
 logger = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ TRAIN_KEYS = (
     "workers",
     "cpus_per_worker",
     "use_gpu",
+    "gpus_per_worker",
     "resources_per_worker",
     "snapshot_store",
     "max_failures",
@@ -84,7 +85,8 @@ def check_train_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
     """Split and validate a trial config: ``(train settings, LMConfig)``.
 
     Train settings (defaults): ``workers`` (2), ``cpus_per_worker`` (1.0; fractions allowed),
-    ``use_gpu`` (``None``: one GPU per worker when the cluster has any GPU),
+    ``use_gpu`` (``None``: GPUs when the cluster has any GPU), ``gpus_per_worker`` (``None``:
+    1 when GPUs are used; ``0``: none, > 0 turns ``use_gpu`` on; fractions allowed),
     ``resources_per_worker`` (``{}``: further resources per worker, e.g. ``{"NPU": 1}``),
     ``snapshot_store`` (``"memory"`` or ``"object_store"``), ``max_failures`` (0: a worker error
     fails the trial and Tune's own ``FailureConfig`` decides, so the comparison counts the
@@ -98,6 +100,7 @@ def check_train_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
         "workers": config.get("workers", 2),
         "cpus_per_worker": config.get("cpus_per_worker", 1.0),
         "use_gpu": config.get("use_gpu"),
+        "gpus_per_worker": config.get("gpus_per_worker"),
         "resources_per_worker": config.get("resources_per_worker") or {},
         "snapshot_store": config.get("snapshot_store", "memory"),
         "max_failures": config.get("max_failures", 0),
@@ -112,13 +115,22 @@ def check_train_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
         s["use_gpu"] is None or isinstance(s["use_gpu"], bool),
         f"use_gpu is {s['use_gpu']!r}, but must be None (auto), True or False",
     )
+    gpus = s["gpus_per_worker"]
+    check_number("gpus_per_worker", gpus, low=0, strict=False, optional=True)
+    if gpus is not None:
+        check(
+            s["use_gpu"] is None or s["use_gpu"] == (gpus > 0),
+            f"use_gpu is {s['use_gpu']!r} and gpus_per_worker is {gpus!r}, but GPUs are used "
+            "exactly when gpus_per_worker > 0: give one of the two, or agreeing values",
+        )
+        s["use_gpu"] = gpus > 0
     res = s["resources_per_worker"]
     check(
         isinstance(res, Mapping)
         and all(isinstance(k, str) and is_number(v) and v >= 0 for k, v in res.items())
         and not {"CPU", "GPU"} & set(res),
         f"resources_per_worker is {res!r}, but must map resource names other than CPU and GPU "
-        "(set by cpus_per_worker and use_gpu) to numbers >= 0",
+        "(set by cpus_per_worker, use_gpu and gpus_per_worker) to numbers >= 0",
     )
     check_choice("snapshot_store", s["snapshot_store"], SNAPSHOT_STORES)
     check_int("max_failures", s["max_failures"], 0)
@@ -190,17 +202,19 @@ def lm_torchtrainer_trainable(config: dict[str, Any]) -> None:
     use_gpu = settings["use_gpu"]
     if use_gpu is None:
         use_gpu = float(ray.cluster_resources().get("GPU", 0)) > 0
-    resources = {"CPU": float(settings["cpus_per_worker"]), **settings["resources_per_worker"]}
-    if use_gpu:
-        resources["GPU"] = 1
+    scaling = worker_scaling_config(
+        workers,
+        use_gpu,
+        settings["cpus_per_worker"],
+        settings["gpus_per_worker"],
+        extra=settings["resources_per_worker"],
+    )
     # a new Train run per trial start, resumed from the trial's Tune checkpoint, its reports
     # forwarded to Tune in lock-step (adalrs_ray.comparison.train_trial)
     run_train_trial(
         lm_torchtrainer_worker_loop,
         {"lm": lm.to_dict(), "snapshot_store": settings["snapshot_store"]},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources
-        ),
+        scaling_config=scaling,
         storage_path=settings["train_storage_path"],
         max_failures=settings["max_failures"],
         callbacks=[LostSnapshotPolicy(settings["on_lost_snapshot"])],
