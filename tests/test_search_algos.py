@@ -36,7 +36,16 @@ def make(arm, total_steps=1000, report_every=50):
 
 
 def test_registry_names():
-    assert sorted(ARMS) == ["adalrs", "asha", "grid", "hyperband", "pbt", "random"]
+    assert sorted(ARMS) == [
+        "adalrs",
+        "asha",
+        "grid",
+        "hyperband",
+        "pbt",
+        "prodigy",
+        "random",
+        "schedulefree",
+    ]
     assert DEFAULT_ARMS == ("adalrs", "grid", "hyperband", "pbt")
 
 
