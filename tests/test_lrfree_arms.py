@@ -236,3 +236,13 @@ def test_tiny_comparison_with_both_lrfree_arms_reports_them(ray_cluster, tmp_pat
     meta = json.loads((out / "report_meta.json").read_text())
     assert meta["lr_arms"] == ["prodigy", "schedulefree"]
     assert (out / "adalrs_lr.png").is_file()
+
+
+def test_cli_refuses_an_lrfree_arm_on_the_sim_task_in_one_line(capsys, tmp_path):
+    from adalrs_ray import cli
+
+    argv = ["compare", "--task", "sim", "--arms", "adalrs,schedulefree"]
+    assert cli.main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "arm 'schedulefree'" in err and "'sim'" in err
+    assert not (tmp_path / "o").exists()  # refused before anything ran
