@@ -246,3 +246,187 @@ def test_a_sub_state_naming_an_unknown_trial_fails_loudly():
     ctl2 = Ctl(sched2)  # Tune re-added no trial
     with pytest.raises(ValueError, match="does not have"):
         sched2.choose_trial_to_run(ctl2)
+
+
+# ---------------------------------------------------------------------- end to end
+# The first run: 1 grid + 1 AdaLRS + 6 HyperBand + 2 PBT trials of 10 reports (200 steps at
+# 0.05 s), all at once. HyperBand (max_t 10, eta 3) puts trials 4-6 into its second bracket,
+# halved at report 3 (one stopped) and 9 (one more); PBT perturbs every 2 reports, so it
+# exploits at reports 4-10. The driver is killed once the comparison's state was saved and three
+# results came, well before any HyperBand trial reaches report 9 or a PBT trial report 5.
+DRIVER = """
+import logging, sys
+logging.basicConfig(level=logging.INFO)
+from adalrs_ray.experiments.compare import resolve_preset, run_compare
+preset = resolve_preset(
+    "sim", total_steps=200, report_every=20, adalrs_starts=(0.1,), max_concurrent=10,
+    grid_points=1, hyperband_trials=6, pbt_trials=2, adalrs={"window": 10},
+    trial_config={"lr_opt": 1e-3, "sim": {"noise": 0.02}, "seconds_per_step": 0.05},
+)
+run_compare(preset, sys.argv[1], cpus=2, progress=False)
+"""
+
+
+def _env() -> dict:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["TUNE_GLOBAL_CHECKPOINT_S"] = "2"  # an experiment checkpoint every 2 s
+    env["RAY_AIR_NEW_OUTPUT"] = "0"
+    return env
+
+
+def _session_pids(sid: int) -> list[int]:
+    import subprocess
+
+    out = subprocess.run(["ps", "-e", "-o", "pid=,sid="], capture_output=True, text=True)
+    pids = []
+    for line in out.stdout.splitlines():
+        pid, s = line.split()
+        if int(s) == sid:
+            pids.append(int(pid))
+    return pids
+
+
+def _kill_session(sid: int, timeout: float = 60.0) -> list[int]:
+    """SIGKILL every process of session ``sid`` (the driver and the Ray it started), again
+    until none is left (a dying raylet may still start a worker); returns what is left."""
+    import os
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (pids := _session_pids(sid)) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+    return _session_pids(sid)
+
+
+def _rows(log) -> list[dict]:
+    if not log.is_file():
+        return []
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:  # a line being written
+            pass
+    return out
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(900)
+def test_compare_resume_after_the_driver_was_killed(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    tune_dir = out / "tune"
+    log = tune_dir / COMPUTE_LOG_FILE
+    env = _env()
+    first = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(out)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "first.log", "w"),
+    )
+    sid = first.pid
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no results within 600 s"
+            rows = _rows(log)
+            hb = [r["iteration"] for r in rows if r["arm"] == "hyperband"]
+            saved = [f.stat() for f in tune_dir.glob("callback-states-*.pkl")]
+            pbt = [r["iteration"] for r in rows if r["arm"] == "pbt"]
+            # between two uploads of the experiment checkpoint (every 2 s): a kill during
+            # Tune's upload can leave a cut file in the storage copy
+            quiet = saved and saved[0].st_size and 0.3 < time.time() - saved[0].st_mtime < 1.2
+            if quiet and len(rows) >= 3:
+                # HyperBand's second halving (report 9) and PBT's later perturbations are
+                # still to come
+                assert max(hb, default=0) < 9 and max(pbt, default=0) <= 4, rows
+                break
+            time.sleep(0.1)
+        os.killpg(sid, 9)  # the driver's process group: the driver and the Ray it started
+        first.wait(timeout=60)
+        killed_at = time.time()
+    finally:
+        left = _kill_session(sid)
+    assert left == []  # nothing of the killed run left
+    before = _rows(log)
+
+    second = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "adalrs-ray"), "compare", "--resume"]
+        + [str(out), "--cpus", "2"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        text, _ = second.communicate(timeout=800)
+    finally:
+        _kill_session(second.pid)
+    assert second.returncode == 0, text[-3000:]
+    assert "has no saved state" not in text  # no arm started its scheduler over
+    assert (out / "report.md").is_file()
+
+    from adalrs_ray.comparison import load_comparison
+
+    saved = load_comparison(tune_dir)
+    statuses = saved.trials.set_index("trial_id")["status"].to_dict()
+    assert len(statuses) == 10 and set(statuses.values()) <= {"completed", "stopped"}, statuses
+    rows = saved.results
+    after = rows[rows["time"] > killed_at]
+    assert len(after) and len(rows) >= len(before)
+    # the account: every result counted once, before and after the resume
+    for arm, g in rows.groupby("arm"):
+        assert g["arm_cum_steps"].iloc[-1] == pytest.approx(g["steps_done"].sum()), arm
+    for tid, g in rows.groupby("trial_id"):
+        assert g["cum_steps"].iloc[-1] == pytest.approx(g["steps_done"].sum()), tid
+    # no loss: a trial without pauses or exploits did its 200 steps, plus what it ran again
+    for arm in ("grid", "adalrs_x0.1"):
+        g = rows[rows["arm"] == arm]
+        assert g["steps_done"].sum() - g["rewound_steps"].sum() == 200, arm
+        assert g["step"].iloc[-1] == 199
+    resumed = after[after["restart_kind"] == "resume"]
+    assert set(resumed["trial_id"]) >= set(rows[rows["arm"] == "grid"]["trial_id"])
+    # HyperBand and PBT decided on after the resume
+    hb = after[after["arm"] == "hyperband"]
+    assert ((hb["decision"] == "STOP") & (hb["iteration"] < 10)).any()
+    exploits = [e for e in saved.meta["exploits"] if e["time"] > killed_at]
+    assert exploits and (after[after["arm"] == "pbt"]["decision"] == "EXPLOIT").any()
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--steps", "100"], "--steps"),
+        (["--no-loggers"], "--no-loggers"),
+        (["--hyperband-trials", "3", "--task", "sim"], "--hyperband-trials, --task"),
+        (["--out", "elsewhere"], "--out"),
+    ],
+)
+def test_resume_refuses_flags_that_change_the_run(flags, named, tmp_path, capsys):
+    from adalrs_ray import cli
+
+    assert cli.main(["compare", "--resume", str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"but {named} would change them" in err
+
+
+def test_resume_of_a_directory_without_a_run_is_refused(tmp_path, capsys):
+    from adalrs_ray import cli
+
+    assert cli.main(["compare", "--resume", str(tmp_path), "--quiet", "--cpus", "1"]) == 2
+    assert "not the --out directory of a compare run" in capsys.readouterr().err

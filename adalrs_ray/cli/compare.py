@@ -128,7 +128,15 @@ def register(subparsers: Any) -> None:
         "--progress-every", type=float, default=10.0, help="seconds between progress lines"
     )
     g.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the interrupted compare run in DIR (its --out) with its own settings, "
+        "then write its report; only the Ray options --address, --cpus, --keep-checkpoints, "
+        "--progress-every and --quiet may be given with it",
+    )
     p.set_defaults(func=cmd_compare)
+    _COMPARE_DEFAULTS.update(vars(p.parse_args([])))
 
     r = subparsers.add_parser(
         "report",
@@ -198,15 +206,49 @@ def preset_from_args(args: argparse.Namespace):
     )
 
 
+# the compare options' defaults (filled by register); and those --resume allows
+_COMPARE_DEFAULTS: dict[str, Any] = {}
+_RESUME_OPTIONS = {"resume", "address", "cpus", "keep_checkpoints", "progress_every", "quiet"}
+
+
+def resume_conflicts(args: argparse.Namespace) -> list[str]:
+    """The options given with ``--resume`` that would change the run's saved settings."""
+    flags = {"loggers": "--no-loggers"}
+    return sorted(
+        flags.get(key, "--" + key.replace("_", "-"))
+        for key, default in _COMPARE_DEFAULTS.items()
+        if key not in _RESUME_OPTIONS and key != "func" and getattr(args, key, default) != default
+    )
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    from adalrs_ray.experiments.compare import default_out_dir, headline, run_compare
+    from adalrs_ray.experiments.compare import (
+        default_out_dir,
+        headline,
+        resume_settings,
+        run_compare,
+    )
 
     if args.progress_every <= 0:
         raise ValueError(f"--progress-every is {args.progress_every}, but must be > 0")
     if args.cpus is not None and not args.cpus > 0:
         raise ValueError(f"--cpus is {args.cpus}, but must be > 0")
-    preset = preset_from_args(args)
-    out = args.out or default_out_dir(preset.name)
+    if args.resume:
+        conflicts = resume_conflicts(args)
+        if conflicts:
+            raise ValueError(
+                f"--resume {args.resume} continues the run with its own settings "
+                f"({Path(args.resume) / CONFIG_FILE}), but {', '.join(conflicts)} "
+                "would change them; give only --address, --cpus, --keep-checkpoints, "
+                "--progress-every or --quiet with --resume"
+            )
+        saved = resume_settings(args.resume)
+        for key in ("workers", "loggers", "max_failures"):
+            setattr(args, key, saved[key])
+        preset, out = saved["preset"], args.resume
+    else:
+        preset = preset_from_args(args)
+        out = args.out or default_out_dir(preset.name)
     if sys.argv[1:2] == ["compare"]:  # the console script: record its command line
         command = shlex.join(["adalrs-ray", *sys.argv[1:]])
     else:  # called in-process (tests, notebooks): the resolved settings are in CONFIG_FILE
@@ -223,6 +265,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         command=command,
         loggers=args.loggers,
         max_failures=args.max_failures,
+        resume=bool(args.resume),
     )
     print(headline(result["summary"]))
     print(

@@ -344,7 +344,7 @@ class AdaLRSComparison(TrialScheduler):
             self._files.log_dir = adapter.experiment_dir(trial)
         resume = self._resume
         if resume is not None and resume.loading_log and self._files.log_dir is not None:
-            self._load_log()
+            self._load_log(trial)
         if resume is not None and trial.trial_id in resume.awaiting:
             self._readd(tune_controller, trial)
             return
@@ -467,17 +467,32 @@ class AdaLRSComparison(TrialScheduler):
             "report_every": self._report_every,
         }
 
-    def _load_log(self) -> None:
+    def _load_log(self, trial: Trial | None = None) -> None:
         """Read the compute log back after :meth:`load_state_dict`: its first ``rows`` lines
         are the rows the state covers; later ones were written after the state was taken
-        (results between the last experiment checkpoint and the interruption) and are counted
-        once here."""
+        (results between the state's experiment checkpoint and the sync of the log) and are
+        counted once here. A restored experiment has a new staging directory: the log is
+        read from the experiment's storage (``trial``'s) and written into it again."""
         resume = self._resume
-        lines = []
         path = os.path.join(self._files.log_dir, COMPUTE_LOG_FILE)
+        text = None
         if os.path.exists(path):
             with open(path) as f:
-                lines = [json.loads(line) for line in f if line.strip()]
+                text = f.read()
+        if (text is None or text.count("\n") < resume.rows) and trial is not None:
+            stored = adapter.read_experiment_file(trial, COMPUTE_LOG_FILE)
+            if stored is not None:
+                text = stored
+        lines = []
+        for line in (text or "").splitlines():
+            try:
+                lines.append(json.loads(line))
+            except ValueError:  # a line cut by the crash (or empty): the result is re-run
+                logger.warning("resume: a cut line of the compute log skipped: %.80s", line)
+        if text is not None:  # the whole lines, in the new staging directory too
+            os.makedirs(self._files.log_dir, exist_ok=True)
+            with open(path, "w") as f:
+                f.writelines(json.dumps(row) + "\n" for row in lines)
         if len(lines) < resume.rows:
             raise ValueError(
                 f"{path} has {len(lines)} rows, but the saved comparison state covers "

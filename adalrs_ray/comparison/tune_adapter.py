@@ -379,3 +379,20 @@ def keep_paused(trial: Any) -> None:
     from ray.tune.experiment import Trial
 
     trial.set_status(Trial.PAUSED)
+
+
+def read_experiment_file(trial: Any, name: str) -> str | None:
+    """The text of the file ``name`` in the experiment directory of ``trial``'s *storage* (the
+    copy Tune synced from the driver's staging directory at its last experiment checkpoint;
+    ``Trial.storage``, a DeveloperAPI ``StorageContext``), or ``None`` when there is none. A
+    restored experiment gets a new, empty staging directory, and Tune downloads only its own
+    ``.json`` / ``.pkl`` files into it."""
+    storage = getattr(trial, "storage", None)
+    if storage is None:
+        return None
+    path = f"{storage.experiment_fs_path}/{name}"
+    try:
+        with storage.storage_filesystem.open_input_stream(path) as f:
+            return f.readall().decode()
+    except (FileNotFoundError, OSError):
+        return None

@@ -60,6 +60,7 @@ __all__ = [
     "make_progress_callback",
     "merge_compare_dirs",
     "read_compare_settings",
+    "resume_settings",
     "rebuild_report",
     "resolve_preset",
     "run_compare",
@@ -373,12 +374,19 @@ def run_compare(
             )
         if extra_callbacks:
             raise ValueError("resume: callbacks must be empty (the run's own are restored)")
+        _check_saved_state(tune_dir)
     elif tune_dir.exists():
         raise ValueError(
             f"{tune_dir} already exists (a previous compare run): choose another --out, or "
             f"rebuild its report with: adalrs-ray report {out}"
         )
-    from adalrs_ray.comparison import AdaLRSComparison, explicit_loggers, tune_loggers
+    from adalrs_ray.comparison import (
+        AdaLRSComparison,
+        compute_frame,
+        explicit_loggers,
+        load_comparison,
+        tune_loggers,
+    )
 
     sched = AdaLRSComparison(
         arm_objs, total_steps=preset.total_steps, report_every=preset.report_every
@@ -454,22 +462,22 @@ def run_compare(
                 str(tune_dir), trainable, resume_unfinished=True, resume_errored=False
             )
         else:
-          tuner = tune.Tuner(
-            trainable,
-            param_space=sched.param_space(trial_config),
-            tune_config=tune.TuneConfig(scheduler=sched, reuse_actors=True),
-            run_config=tune.RunConfig(
-                storage_path=str(out),
-                name=TUNE_NAME,
-                verbose=0,
-                callbacks=callbacks,
-                # PBT restores the donor's latest checkpoint, which may be older than the last
-                # few: keep all of them during the run (removed at the end)
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
-                # a trial whose process dies is retried from its last checkpoint
-                failure_config=tune.FailureConfig(max_failures=max_failures),
-            ),
-        )
+            tuner = tune.Tuner(
+                trainable,
+                param_space=sched.param_space(trial_config),
+                tune_config=tune.TuneConfig(scheduler=sched, reuse_actors=True),
+                run_config=tune.RunConfig(
+                    storage_path=str(out),
+                    name=TUNE_NAME,
+                    verbose=0,
+                    callbacks=callbacks,
+                    # PBT restores the donor's latest checkpoint, which may be older than the last
+                    # few: keep all of them during the run (removed at the end)
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+                    # a trial whose process dies is retried from its last checkpoint
+                    failure_config=tune.FailureConfig(max_failures=max_failures),
+                ),
+            )
         with explicit_loggers():  # exactly the loggers above, whatever the environment says
             results = tuner.fit()
         ray_cpus = total_cpus
@@ -477,7 +485,21 @@ def run_compare(
     errors = [f"{r.metrics.get('trial_id', '?')}: {r.error}" for r in results if r.error]
     if errors:
         logger.warning("%d trial(s) failed; first: %s", len(errors), str(errors[0])[:500])
-    status = sched.compute_table("trial")["status"]
+    if resume:  # Tune ran the scheduler restored from the run's start: read its files
+        saved = load_comparison(tune_dir)
+        trial_table, arm_table = (
+            compute_frame(
+                saved.results,
+                saved.meta["trials"],
+                by,
+                arms=saved.meta["arms"],
+                mode=saved.meta["mode"],
+            )
+            for by in ("trial", "arm")
+        )
+    else:
+        trial_table, arm_table = sched.compute_table("trial"), sched.compute_table()
+    status = trial_table["status"]
     unfinished = int(status.isin(["pending", "running", "paused"]).sum())
     if unfinished:  # Ctrl-C: Tune stops, the report covers what ran
         logger.warning("%d trial(s) did not finish (interrupted?): a partial report", unfinished)
@@ -526,10 +548,57 @@ def run_compare(
     return {
         "paths": paths,
         "summary": summary,
-        "compute": sched.compute_table(),
+        "compute": arm_table,
         "errors": errors,
         "unfinished": unfinished,
         "wall_s": wall,
+    }
+
+
+def _check_saved_state(tune_dir: Path) -> None:
+    """``ValueError`` if the newest experiment checkpoint in ``tune_dir`` cannot be read: an
+    interruption during Tune's upload of it to the storage path can leave a cut file, from
+    which ``Tuner.restore`` would start the comparison afresh or fail."""
+    import pickle
+
+    for pattern, load in (
+        ("experiment_state-*.json", json.loads),
+        ("callback-states-*.pkl", pickle.loads),
+    ):
+        files = sorted(tune_dir.glob(pattern), key=lambda f: f.stat().st_mtime)
+        if not files:
+            raise ValueError(f"--resume: {tune_dir} has no {pattern}: nothing to continue from")
+        try:
+            load(files[-1].read_bytes())
+        except Exception as exc:  # a cut or empty file, whatever its format says
+            raise ValueError(
+                f"--resume: {files[-1]} cannot be read ({type(exc).__name__}: {exc}); the run "
+                "was interrupted while Tune copied its last experiment checkpoint"
+            ) from None
+
+
+def resume_settings(out: str | os.PathLike) -> dict[str, Any]:
+    """The settings ``run_compare(..., resume=True)`` needs to continue the run in ``out``:
+    ``preset`` (a :class:`ComparePreset`), ``workers``, ``loggers`` and ``max_failures``, as
+    the run saved them at its start (:data:`CONFIG_FILE`). ``ValueError`` if ``out`` holds no
+    compare run."""
+    if not (Path(out) / CONFIG_FILE).is_file():
+        raise ValueError(
+            f"--resume {out}: no {CONFIG_FILE} there, so it is not the --out directory of a "
+            "compare run"
+        )
+    settings = read_compare_settings(Path(out))
+    try:
+        preset = ComparePreset(**settings["preset"])
+    except TypeError as exc:
+        raise ValueError(
+            f"{Path(out) / CONFIG_FILE}: its preset cannot be rebuilt ({exc})"
+        ) from None
+    return {
+        "preset": preset,
+        "workers": int(settings.get("workers", 1)),
+        "loggers": bool(settings.get("loggers", True)),
+        "max_failures": int(settings.get("max_failures", 1)),
     }
 
 
