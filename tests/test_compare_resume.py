@@ -168,7 +168,7 @@ def test_a_resumed_comparison_decides_as_the_uninterrupted_one(ticks, tmp_path):
         assert sched2._account.arm_totals(arm) == ref._account.arm_totals(arm)
 
 
-def test_without_the_saved_state_hyperband_would_start_over():
+def test_the_state_holds_each_sub_scheduler_by_kind_with_trial_ids():
     sched, ctl, its = start()
     tick(ctl, its, [])
     state = sched.state_dict()
