@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,6 +94,19 @@ def test_bench_load_smoke_drives_every_trial_to_the_end_and_times_the_report(tmp
     for row in figures["scheduler"]:
         assert row["results"] >= row["trials"] and row["median_us"] > 0
     assert [r["rows"] for r in figures["report"]] == [1000, 2000]
+    assert all(0 < r["load_s"] < r["seconds"] for r in figures["report"])
+
+
+@pytest.mark.slow
+def test_bench_load_times_the_scheduler_inside_a_real_tuner(tmp_path):
+    out = tmp_path / "load.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_load.py"), "--trials", "--rows"]
+    cmd += ["--tune-trials", "4", "--reports", "3", "--out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900)
+    (row,) = json.loads(out.read_text())["tune"]
+    # the default four arms sized to 4 trials: adalrs 2, grid 1, hyperband 1, pbt 2
+    assert row["trials"] == 6 and row["results"] >= 6 and row["median_us"] > 0
+    assert row["rss_peak_mib"] >= row["rss_start_mib"] > 0
 
 
 def test_lm_probe_signal_writes_its_table(tmp_path):
