@@ -31,3 +31,15 @@ def ray_cluster():
         )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """A small directory corpus with learnable structure (fast to tokenize), shared by the LM
+    tests; a test module with a corpus of its own defines its own ``corpus`` fixture."""
+    root = tmp_path_factory.mktemp("corpus")
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+    for i in range(160):
+        lines = [f"def f{i}_{j}(x):\n    return x + {words[(i + j) % 8]}\n" for j in range(12)]
+        (root / f"m{i:03d}.py").write_text("".join(lines))
+    return root

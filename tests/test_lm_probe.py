@@ -14,16 +14,6 @@ from train_loops import data as lmdata
 from train_loops.lm import LMConfig, LMTrainer, LoopHooks
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
-    for i in range(160):
-        lines = [f"def f{i}_{j}(x):\n    return x + {words[(i + j) % 8]}\n" for j in range(12)]
-        (root / f"m{i:03d}.py").write_text("".join(lines))
-    return root
-
-
 @pytest.fixture(autouse=True)
 def _threads():
     old = torch.get_num_threads()

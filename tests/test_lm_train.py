@@ -16,17 +16,6 @@ COMPARED = ["step", "lr", "scale", "loss", "grad_norm", "tokens", "val_loss", "a
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A small directory corpus with learnable structure (fast to tokenize)."""
-    root = tmp_path_factory.mktemp("corpus")
-    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
-    for i in range(160):
-        lines = [f"def f{i}_{j}(x):\n    return x + {words[(i + j) % 8]}\n" for j in range(12)]
-        (root / f"m{i:03d}.py").write_text("".join(lines))
-    return root
-
-
-@pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
