@@ -73,6 +73,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "reference": "regression",
         "inconclusive_shrinks": True,
     },
+    # the default with the opening range test at the search start: 1/10, 1/sqrt(10),
+    # sqrt(10), 10 and 1, each for one window from the same snapshot
+    "opening": {"base": "default", "opening_factors": (0.1, 0.316, 3.16, 10.0)},
+    # the same with a narrower field (1/sqrt(10), sqrt(10) and 1): fewer steps spent
+    "opening3": {"base": "default", "opening_factors": (0.316, 3.16)},
     "trajectory+restore_regressed": {
         "two_sided": True,
         "factor_shrink": 0.5,
@@ -143,6 +148,8 @@ def make_config(mode: Mode, fields: dict[str, Any] | str) -> AdaLRSConfig:
     }
     if fields == "default":
         return AdaLRSConfig(**base)
+    if isinstance(fields, dict) and fields.get("base") == "default":  # the default + fields
+        return AdaLRSConfig(**base, **{k: v for k, v in fields.items() if k != "base"})
     fields = {k: (mode.window // 2 if v == "window/2" else v) for k, v in fields.items()}
     return AdaLRSConfig.paper(**base) if not fields else _beyond(base, fields)
 

@@ -424,7 +424,7 @@ def test_all_event_kinds_are_documented():
 def test_state_dict_is_json_serialisable_and_versioned():
     ctl = start_trial()
     sd = json.loads(json.dumps(ctl.state_dict()))
-    assert sd["version"] == 2 and sd["phase"] == "ramp"
+    assert sd["version"] == 3 and sd["phase"] == "ramp"
 
 
 def test_resume_in_the_middle_of_a_trial_makes_the_same_decisions():

@@ -329,7 +329,7 @@ def test_a_version_1_state_loads_into_the_papers_config_and_resumes():
         AdaLRS(cfg(**TWO_SIDED)).load_state_dict(v1)
 
 
-@pytest.mark.parametrize("version", [0, 3])
+@pytest.mark.parametrize("version", [0, 4])
 def test_unknown_state_versions_are_refused(version):
     ctl = AdaLRS(cfg())
     state = {**ctl.state_dict(), "version": version}

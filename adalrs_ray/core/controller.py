@@ -54,6 +54,9 @@ from adalrs_ray.core.decisions import (
     judge_trial_by_level,
     loss_rose_twice,
     next_direction,
+    opening_choice,
+    opening_order,
+    opening_score,
     ramp_scale,
     rectified_alpha,
     rectified_beta_divisor,
@@ -68,7 +71,7 @@ from adalrs_ray.core.stats import fit_velocity
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 # fields added after state version 1, with the values that reproduce version 1's behaviour
 # (the paper's rule): a checkpoint whose config lacks one was made with that value
 _V1_FIELDS = {
@@ -81,7 +84,11 @@ _V1_FIELDS = {
     "settle_steps": 0,
     "restore": "always",
     "reference": "nearest",
+    "opening_factors": (),
 }
+# fields newer than some checkpoints that are not rule fields: a saved config without them was
+# made with these values
+_LATER_DEFAULTS = {"opening_steps": None, "opening_tail": None}
 # named rules: the beyond-the-paper fields each sets (docs/controller.md, "Beyond the paper",
 # gives the measurements behind each). A rule fills only the fields the caller did not set.
 RULES: dict[str, dict[str, Any]] = {
@@ -102,6 +109,8 @@ REFERENCES = ("nearest", "regression", "regression_in_range", "trajectory")
 
 EVENT_KINDS = (
     "search_start",  # first step inside [start_ratio, end_ratio)
+    "opening_candidate",  # the opening range test scored one multiplier (restore follows)
+    "opening",  # the opening range test kept the multiplier with the lowest score
     "trial_start",  # velocity decayed: snapshot taken, LR ramp toward alpha' begins
     "ramp_early_stop",  # a ramp loss exceeded max(H): ramp ended, validation at the reached scale
     "keep",  # upscale validated: v_new > v_ref + 2e (or the corner case says lower)
@@ -112,7 +121,7 @@ EVENT_KINDS = (
     "search_end",  # the scale is frozen from here on
 )
 
-_PHASES = ("before", "search", "ramp", "validate", "frozen")
+_PHASES = ("before", "opening", "search", "ramp", "validate", "frozen")
 
 
 class Action(enum.Enum):
@@ -236,6 +245,18 @@ class AdaLRSConfig:
             would have reached over the same steps, extrapolated from H by a line in
             ln(step) (``decisions.trajectory_reference``); e in loss units from both
             standard errors (``error_bound`` is for slopes and is not used).
+        opening_factors: beyond the paper, off by default (``()``, the paper). At the search
+            start an LR range test runs from one snapshot: each multiplier of the current scale
+            given here, then 1 last, trains ``opening_steps`` steps from the same model (a
+            restore between two), and the multiplier whose last ``opening_tail`` losses have
+            the lowest mean is kept (the model restored to the snapshot unless 1 wins). The
+            trials of the search then go on from it, their direction set by the choice. It
+            acts before the first window, where a too-large LR does its damage (weights grow)
+            and the paper's trigger cannot yet fire. Costs ``len(opening_factors) *
+            opening_steps`` steps (restored ones: the budget's in ``"continue"`` mode).
+        opening_steps: steps per multiplier of the opening (``None``: ``window``).
+        opening_tail: the last this many losses of a multiplier score it (``None``:
+            ``max(1, opening_steps // 4)``); a non-finite loss scores it +inf and ends it.
 
     :meth:`paper` builds the paper's rule (Algorithm 1 with the details stated beside it).
     """
@@ -275,6 +296,9 @@ class AdaLRSConfig:
     settle_steps: int = 0
     restore: str = "regressed"
     reference: str = "regression"
+    opening_factors: tuple[float, ...] = ()
+    opening_steps: int | None = None
+    opening_tail: int | None = None
 
     @classmethod
     def paper(cls, total_steps: int, **fields: Any) -> AdaLRSConfig:
@@ -357,6 +381,7 @@ class AdaLRSConfig:
                 self.min_scale <= self.max_scale,
                 f"min_scale={self.min_scale} > max_scale={self.max_scale}: need min <= max",
             )
+        self._check_opening()
         search = self.search_end - self.search_start
         check(
             search >= 8,
@@ -374,6 +399,26 @@ class AdaLRSConfig:
                 f"in [1, window={self.window}]",
             )
         need = 3 * self.window + self.ramp_len + self.settle_steps
+        if self.opening_factors:
+            if self.opening_steps is None:
+                object.__setattr__(self, "opening_steps", int(self.window))
+            if self.opening_tail is None:
+                object.__setattr__(self, "opening_tail", max(1, self.opening_steps // 4))
+            check(
+                self.opening_tail <= self.opening_steps,
+                f"opening_tail is {self.opening_tail}, but must be <= opening_steps="
+                f"{self.opening_steps}",
+            )
+            runs = 1 if self.backtrack_mode == "rewind" else len(self.opening_order)
+            opening = runs * self.opening_steps
+            check(
+                search >= opening + need,
+                f"the opening ({len(self.opening_order)} multipliers x opening_steps="
+                f"{self.opening_steps}, {opening} steps of the search window) and the search "
+                f"({need} steps) need {opening + need} steps, but the search window "
+                f"[{self.search_start}, {self.search_end}) has {search}; use fewer "
+                "opening_factors, fewer opening_steps or a longer search window",
+            )
         check(
             search >= need,
             f"window={self.window} is too long for the search window [{self.search_start}, "
@@ -383,7 +428,39 @@ class AdaLRSConfig:
             "smaller window, a wider [start_ratio, end_ratio) or a longer run",
         )
 
+    def _check_opening(self) -> None:
+        f = self.opening_factors
+        check(
+            isinstance(f, (tuple, list)),
+            f"opening_factors is {f!r}, but must be a tuple of positive numbers",
+        )
+        f = tuple(f)
+        for x in f:
+            check(
+                is_number(x) and x > 0,
+                f"opening_factors holds {x!r}, but every multiplier must be a positive number",
+            )
+        check(
+            len(set(f)) == len(f),
+            f"opening_factors is {f}, but a multiplier may appear only once",
+        )
+        object.__setattr__(self, "opening_factors", tuple(float(x) for x in f))
+        check_int("opening_steps", self.opening_steps, 2, optional=True)
+        check_int("opening_tail", self.opening_tail, 1, optional=True)
+        if not f:
+            return
+        check(
+            any(x != 1 for x in f),
+            f"opening_factors is {f}, but must hold a multiplier other than 1 (1 is always "
+            "tried); use () for no opening",
+        )
+
     # derived quantities (not stored: a pure function of the fields)
+    @property
+    def opening_order(self) -> tuple[float, ...]:
+        """The multipliers the opening tries, in order (1 last); () without an opening."""
+        return opening_order(self.opening_factors) if self.opening_factors else ()
+
     @property
     def search_start(self) -> int:
         """First step inside the search window."""
@@ -403,7 +480,9 @@ class AdaLRSConfig:
         return self.reference_stride or max(1, int(self.window) // 4)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["opening_factors"] = list(self.opening_factors)  # JSON's form, so saved == live
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AdaLRSConfig:
@@ -616,6 +695,12 @@ class AdaLRS:
         # own step count is the loop's minus these (the trajectory reference fits on it)
         self._discarded = 0
         self._last_restore: int | None = None
+        # the opening range test: the scale it started from, the candidate being trained, its
+        # losses, and the scores of the candidates done
+        self._open_base = self._scale
+        self._open_i = 0
+        self._open_losses: list[float] = []
+        self._open_scores: list[float] = []
 
     # ------------------------------------------------------------------ read-only view
     @property
@@ -735,8 +820,12 @@ class AdaLRS:
         if self._phase == "before":
             self._phase = "search"
             self._event(emitted, step, "search_start", self._scale)
+            if c.opening_factors and math.isfinite(loss):
+                return self._start_opening(step, emitted)
             if c.snapshot_policy == "windows" and math.isfinite(loss):
                 action = Action.SNAPSHOT
+        if self._phase == "opening":
+            return self._on_opening(step, loss, emitted)
         if self._phase == "search":
             action = self._on_search(step, loss, emitted, action)
         elif self._phase == "ramp":
@@ -747,6 +836,64 @@ class AdaLRS:
             self._phase = "frozen"
             self._event(emitted, step, "search_end", self._scale, adjustments=self._adjustments)
         return action
+
+    # ------------------------------------------------------------------ opening range test
+    def _start_opening(self, step: int, emitted: list) -> Action:
+        """Snapshot the model at the search start and train the first multiplier from it."""
+        self._phase = "opening"
+        self._open_base = self._scale
+        self._open_i = 0
+        self._open_losses = []
+        self._open_scores = []
+        self._scale = self._clamp(self._open_base * self.config.opening_order[0])
+        return Action.SNAPSHOT
+
+    def _on_opening(self, step: int, loss: float, emitted: list) -> Action:
+        """Record a loss of the multiplier being tried; at its end score it and go on to the
+        next one (restore) or choose (restore unless the last one, 1, wins)."""
+        c = self.config
+        self._open_losses.append(loss)
+        if math.isfinite(loss) and len(self._open_losses) < c.opening_steps:
+            return Action.CONTINUE
+        order = c.opening_order
+        score = opening_score(self._open_losses, c.opening_tail)
+        self._open_scores.append(score)
+        tried = self._scale
+        self._open_i += 1
+        self._open_losses = []
+        if self._open_i < len(order):
+            self._scale = self._clamp(self._open_base * order[self._open_i])
+            self._event(
+                emitted,
+                step,
+                "opening_candidate",
+                tried,
+                factor=order[self._open_i - 1],
+                score=_json_float(score),
+                loss=str(loss) if not math.isfinite(loss) else loss,
+            )
+            return Action.RESTORE
+        best = opening_choice(order, self._open_scores)
+        self._scale = self._clamp(self._open_base * order[best])
+        self._phase = "search"
+        self._reset_history()
+        if c.two_sided and order[best] != 1:
+            self._direction = "down" if order[best] < 1 else "up"
+        if order[best] != 1:
+            self._adjustments += 1
+        restore = best != len(order) - 1
+        self._event(
+            emitted,
+            step,
+            "opening",
+            self._open_base,
+            factors=list(order),
+            scores=[_json_float(x) for x in self._open_scores],
+            factor=order[best],
+            restored=restore,
+            restore_step=self._snapshot_step if restore else None,
+        )
+        return Action.RESTORE if restore else Action.CONTINUE
 
     # ------------------------------------------------------------------ phases
     def _reset_history(self) -> None:
@@ -1147,6 +1294,12 @@ class AdaLRS:
             "factor_down": self._factors["down"],
             "discarded_steps": self._discarded,
             "last_restore": self._last_restore,
+            "opening": {
+                "base": self._open_base,
+                "i": self._open_i,
+                "losses": list(self._open_losses),
+                "scores": [_json_float(x) for x in self._open_scores],
+            },
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -1157,14 +1310,15 @@ class AdaLRS:
         missing = [k for k in _STATE_KEYS if k not in state]
         if missing:
             raise ValueError(f"AdaLRS state_dict is missing keys {missing}")
-        if state["version"] not in (1, STATE_VERSION):
+        if state["version"] not in (1, 2, STATE_VERSION):
             raise ValueError(
                 f"AdaLRS state_dict version is {state['version']!r}, but this code reads "
-                f"versions 1 and {STATE_VERSION}"
+                f"versions 1 to {STATE_VERSION}"
             )
         mine = self.config.to_dict()
         # a config saved before a field existed was made with the paper's value of it
-        theirs = {**_V1_FIELDS, **dict(state["config"])}
+        theirs = {**_V1_FIELDS, **_LATER_DEFAULTS, **dict(state["config"])}
+        mine, theirs = _plain(mine), _plain(theirs)
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if diff:
             detail = ", ".join(
@@ -1216,12 +1370,27 @@ class AdaLRS:
             self._discarded = int(state.get("discarded_steps", 0))
             last = state.get("last_restore")
             self._last_restore = None if last is None else int(last)
+            opening = state.get("opening") or {}
+            self._open_base = float(opening.get("base", self._scale))
+            self._open_i = int(opening.get("i", 0))
+            self._open_losses = [float(x) for x in opening.get("losses", [])]
+            self._open_scores = [float(x) for x in opening.get("scores", [])]
         except (TypeError, ValueError, KeyError) as exc:
             raise ValueError(f"AdaLRS state_dict is corrupt: {exc}") from exc
         if len(self._win_x) != len(self._win_y) or len(self._val_xs) != len(self._val_ys):
             raise ValueError("AdaLRS state_dict is corrupt: x and y lists differ in length")
         if self.in_trial and self._trial is None:
             raise ValueError(f"AdaLRS state_dict is corrupt: phase {self._phase} without a trial")
+
+
+def _json_float(x: float) -> float | str:
+    """``x``, or its string for inf/nan (strict JSON has no such numbers)."""
+    return x if math.isfinite(x) else str(x)
+
+
+def _plain(d: Mapping[str, Any]) -> dict[str, Any]:
+    """``d`` with tuples as lists (a config as JSON gives it back)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 def _verdict_fields(j: TrialVerdict, trial: Trial) -> dict[str, Any]:

@@ -443,3 +443,26 @@ def judge_trial(
     if regressed:
         verdict = Verdict.BACKTRACK
     return TrialVerdict(verdict, v_new, ref.velocity, l_new, ref.mean, e, corner, regressed)
+
+
+# ---------------------------------------------------------------- opening range test
+def opening_order(factors: Sequence[float]) -> tuple[float, ...]:
+    """The order in which the opening tries its multipliers: the given ones, then 1 (the start
+    scale) last, so that when 1 wins its steps are kept and no restore is needed."""
+    return tuple(float(f) for f in factors if f != 1) + (1.0,)
+
+
+def opening_score(losses: Sequence[float], tail: int) -> float:
+    """A candidate's score: the mean of its last ``tail`` losses (inf if any is not finite or
+    none was recorded). Lower is better."""
+    last = list(losses)[-max(1, int(tail)) :]
+    if not last or not all(math.isfinite(x) for x in last):
+        return math.inf
+    return sum(last) / len(last)
+
+
+def opening_choice(order: Sequence[float], scores: Sequence[float]) -> int:
+    """The index of the multiplier the opening keeps: the lowest score; ties and an all-inf
+    field go to the multiplier nearest 1 on a log scale (the start scale when it is tied)."""
+    best = min(range(len(order)), key=lambda i: (scores[i], abs(math.log(order[i]))))
+    return best

@@ -1,0 +1,250 @@
+"""The opening range test (``AdaLRSConfig.opening_factors``, issue 13: beyond the paper): at the
+search start each multiplier trains ``opening_steps`` steps from one snapshot, and the one with
+the lowest mean of its last ``opening_tail`` losses is kept. Each test drives
+``AdaLRS.observe`` with losses that depend on the scale being tried."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from adalrs_ray.core.controller import Action, AdaLRS, AdaLRSConfig
+from adalrs_ray.core.decisions import opening_choice, opening_order, opening_score
+from adalrs_ray.core.simulator import LossSimulator, simulate
+
+M = 5  # opening steps per multiplier
+
+
+def config(**kw) -> AdaLRSConfig:
+    base = dict(
+        total_steps=200,
+        window=10,
+        start_ratio=0.0,
+        end_ratio=1.0,
+        opening_factors=(0.1, 10.0),
+        opening_steps=M,
+        opening_tail=2,
+    )
+    base.update(kw)
+    return AdaLRSConfig(**base)
+
+
+def loss_at(scale: float, i: int, best: float) -> float:
+    """A loss that is lowest at ``best`` and falls a little with every step."""
+    return 3.0 + abs(math.log10(scale / best)) - 0.01 * i
+
+
+def run_opening(ctl: AdaLRS, best: float, start: int = 0) -> list:
+    """Step 0 (the search start), then every multiplier's steps; the decisions in order."""
+    out = [ctl.observe(start, 5.0)]
+    step = start + 1
+    while ctl.phase == "opening":
+        i = 0
+        while ctl.phase == "opening":
+            d = ctl.observe(step, loss_at(ctl.scale, i, best))
+            out.append(d)
+            step += 1
+            i += 1
+            if d.action is Action.RESTORE or ctl.phase != "opening":
+                break
+    return out
+
+
+# ---------------------------------------------------------------- pure functions
+def test_order_puts_the_start_scale_last_and_once():
+    assert opening_order((0.1, 1.0, 10.0)) == (0.1, 10.0, 1.0)
+    assert opening_order((3.0,)) == (3.0, 1.0)
+
+
+def test_score_is_the_mean_of_the_tail_and_inf_when_a_tail_loss_is_not_finite():
+    assert opening_score([4.0, 3.0, 2.0, 1.0], 2) == pytest.approx(1.5)
+    assert opening_score([4.0, 3.0], 5) == pytest.approx(3.5)
+    assert opening_score([1.0, math.nan], 2) == math.inf
+    assert opening_score([], 2) == math.inf
+
+
+def test_choice_is_the_lowest_score_and_ties_go_to_the_multiplier_nearest_one():
+    order = (0.1, 0.3, 3.0, 1.0)
+    assert opening_choice(order, [2.0, 1.0, 1.5, 1.2]) == 1
+    assert opening_choice(order, [1.0, 1.0, 1.0, 1.0]) == 3
+    assert opening_choice(order, [math.inf] * 4) == 3
+    assert opening_choice((0.1, 3.0, 1.0), [1.0, 1.0, 2.0]) == 1  # |ln 3| < |ln 0.1|
+
+
+# ---------------------------------------------------------------- config
+def test_defaults_take_the_window_and_a_quarter_of_it():
+    c = AdaLRSConfig(total_steps=2000, window=64, start_ratio=0.05, opening_factors=(0.1, 10))
+    assert c.opening_steps == 64 and c.opening_tail == 16
+    assert c.opening_factors == (0.1, 10.0)
+    assert c.opening_order == (0.1, 10.0, 1.0)
+    assert AdaLRSConfig(total_steps=2000).opening_order == ()
+
+
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        ({"opening_factors": (0.1, -2.0)}, "-2.0"),
+        ({"opening_factors": (0.1, "x")}, "'x'"),
+        ({"opening_factors": (0.5, 0.5)}, "only once"),
+        ({"opening_factors": (1.0,)}, "other than 1"),
+        ({"opening_factors": 0.5}, "tuple"),
+        ({"opening_steps": 1}, "opening_steps"),
+        ({"opening_tail": 6}, "opening_tail is 6"),
+        ({"opening_steps": 60}, "opening"),
+    ],
+)
+def test_bad_fields_are_refused_with_the_value_and_the_rule(fields, words):
+    with pytest.raises(ValueError, match="opening") as err:
+        config(**fields)
+    assert words in str(err.value)
+
+
+def test_the_paper_has_no_opening_and_refuses_one():
+    assert AdaLRSConfig.paper(total_steps=2000).opening_factors == ()
+    assert not config().is_paper
+    with pytest.raises(ValueError, match="opening_factors"):
+        AdaLRSConfig.paper(total_steps=2000, opening_factors=(0.5,))
+
+
+def test_a_config_with_an_opening_round_trips_through_json():
+    c = config()
+    again = AdaLRSConfig.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert again == c
+
+
+# ---------------------------------------------------------------- the state machine
+def test_each_multiplier_starts_from_the_snapshot_and_the_lowest_is_kept():
+    ctl = AdaLRS(config())
+    ds = run_opening(ctl, best=0.1)
+    assert ds[0].action is Action.SNAPSHOT and ctl.snapshot_step == 0
+    restores = [d for d in ds if d.action is Action.RESTORE]
+    # after 0.1, after 10, and after 1 because 0.1 won
+    assert [d.restore_step for d in restores] == [0, 0, 0]
+    assert ctl.phase == "search" and ctl.scale == pytest.approx(0.1)
+    ev = [e for e in ctl.events if e["kind"] == "opening"][0]
+    assert ev["factors"] == [0.1, 10.0, 1.0] and ev["factor"] == 0.1 and ev["restored"]
+    assert ev["scores"][0] < ev["scores"][2] < ev["scores"][1]
+    # 3 x 5 steps were trained, 10 of them thrown away by the restores after 0.1 and 1, and
+    # 5 after 10: all but none of 0.1's (its model is the snapshot again)
+    assert ctl.state_dict()["discarded_steps"] == 15
+
+
+def test_when_the_start_scale_wins_its_steps_are_kept():
+    ctl = AdaLRS(config())
+    ds = run_opening(ctl, best=1.0)
+    assert ds[-1].action is Action.CONTINUE
+    assert ctl.scale == 1.0 and ctl.phase == "search"
+    assert ctl.state_dict()["discarded_steps"] == 10
+    assert [e["kind"] for e in ctl.events].count("opening_candidate") == 2
+
+
+def test_scales_during_the_opening_are_the_multipliers_of_the_start_scale():
+    ctl = AdaLRS(config(initial_scale=2.0))
+    seen = []
+    ctl.observe(0, 5.0)
+    step = 1
+    while ctl.phase == "opening":
+        seen.append(ctl.scale)
+        ctl.observe(step, loss_at(ctl.scale, 0, 2.0))
+        step += 1
+    assert seen == [0.2] * M + [20.0] * M + [2.0] * M
+    assert ctl.scale == 2.0
+
+
+def test_the_choice_sets_the_next_trial_direction():
+    down = AdaLRS(config())
+    run_opening(down, best=0.1)
+    up = AdaLRS(config())
+    run_opening(up, best=10.0)
+    assert down.state_dict()["direction"] == "down"
+    assert up.state_dict()["direction"] == "up" and up.scale == 10.0
+
+
+def test_a_non_finite_loss_ends_the_multiplier_at_once_with_an_infinite_score():
+    ctl = AdaLRS(config())
+    ctl.observe(0, 5.0)
+    ctl.observe(1, 3.0)  # scale 0.1
+    d = ctl.observe(2, math.nan)
+    assert d.action is Action.RESTORE and ctl.scale == 10.0
+    ev = [e for e in ctl.events if e["kind"] == "opening_candidate"][0]
+    assert ev["score"] == "inf" and ev["loss"] == "nan"
+    json.dumps(ctl.state_dict(), allow_nan=False)  # strict JSON
+    step = 3
+    while ctl.phase == "opening":
+        ctl.observe(step, loss_at(ctl.scale, 0, 10.0))
+        step += 1
+    assert ctl.scale == 10.0
+
+
+def test_the_search_goes_on_after_the_opening_with_an_empty_history():
+    ctl = AdaLRS(config())
+    ds = run_opening(ctl, best=0.1)
+    step = len(ds)
+    # two falling windows, the second slower: the first trial starts, the way the opening set
+    for x in [4.0 - 0.1 * i for i in range(10)] + [3.0 - 0.01 * i for i in range(10)]:
+        ctl.observe(step, x)
+        step += 1
+    start = [e for e in ctl.events if e["kind"] == "trial_start"]
+    assert start and start[0]["direction"] == "down"
+    assert start[0]["step"] == step - 1
+
+
+def test_resume_mid_opening_makes_the_same_decisions():
+    a = AdaLRS(config())
+    a.observe(0, 5.0)
+    for s in range(1, 8):  # the whole of 0.1 and two steps of 10
+        a.observe(s, loss_at(a.scale, s, 0.1))
+    b = AdaLRS(config())
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    for s in range(8, 40):
+        da, db = a.observe(s, loss_at(a.scale, s, 0.1)), b.observe(s, loss_at(b.scale, s, 0.1))
+        assert (da.action, da.scale, da.restore_step) == (db.action, db.scale, db.restore_step)
+    assert a.state_dict() == b.state_dict()
+
+
+def test_a_version_2_state_without_an_opening_loads():
+    ctl = AdaLRS(AdaLRSConfig(total_steps=200, window=10, start_ratio=0.0))
+    state = ctl.state_dict()
+    state["version"] = 2
+    del state["opening"]
+    for key in ("opening_factors", "opening_steps", "opening_tail"):
+        del state["config"][key]
+    again = AdaLRS(AdaLRSConfig(total_steps=200, window=10, start_ratio=0.0))
+    again.load_state_dict(state)
+    assert again.phase == ctl.phase
+
+
+def test_rewind_mode_goes_back_to_the_snapshot_step_for_every_multiplier():
+    ctl = AdaLRS(config(backtrack_mode="rewind", decay_basis="adjustments"))
+    ctl.observe(0, 5.0)
+    starts = []
+    step = 1
+    while ctl.phase == "opening":
+        d = ctl.observe(step, loss_at(ctl.scale, step, 1.0))
+        step = d.restore_step + 1 if d.action is Action.RESTORE else step + 1
+        starts.append(step)
+    assert starts.count(1) == 2  # after 0.1 and after 10: back to step 1
+    assert ctl.scale == 1.0
+
+
+def test_outside_the_search_nothing_opens_before_the_search_start():
+    ctl = AdaLRS(config(start_ratio=0.1))
+    for s in range(20):
+        assert ctl.observe(s, 5.0 - 0.01 * s).action is Action.CONTINUE
+    assert ctl.phase == "before" and ctl.scale == 1.0
+    assert ctl.observe(20, 4.0).action is Action.SNAPSHOT
+    assert ctl.phase == "opening" and ctl.scale == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("start, side", [(10.0, "down"), (0.1, "up")])
+def test_on_the_simulator_the_opening_moves_a_bad_start_toward_the_optimum(start, side):
+    cfg = AdaLRSConfig(
+        total_steps=8000, window=100, opening_factors=(0.1, 0.316, 3.16, 10.0)
+    )
+    res = simulate(LossSimulator(lr_opt=1e-3, seed=0), 1e-3 * start, cfg)
+    ev = [e for e in res.events if e["kind"] == "opening"][0]
+    assert (ev["factor"] < 1) if side == "down" else (ev["factor"] > 1)
+    after = start * ev["factor"]
+    assert abs(math.log(after)) < abs(math.log(start))
