@@ -122,7 +122,7 @@ def test_each_multiplier_starts_from_the_snapshot_and_the_lowest_is_kept():
     restores = [d for d in ds if d.action is Action.RESTORE]
     # after 0.1, after 10, and after 1 because 0.1 won
     assert [d.restore_step for d in restores] == [0, 0, 0]
-    assert ctl.phase == "search" and ctl.scale == pytest.approx(0.1)
+    assert ctl.phase == "before" and ctl.scale == pytest.approx(0.1)
     ev = [e for e in ctl.events if e["kind"] == "opening"][0]
     assert ev["factors"] == [0.1, 10.0, 1.0] and ev["factor"] == 0.1 and ev["restored"]
     assert ev["scores"][0] < ev["scores"][2] < ev["scores"][1]
@@ -135,7 +135,7 @@ def test_when_the_start_scale_wins_its_steps_are_kept():
     ctl = AdaLRS(config())
     ds = run_opening(ctl, best=1.0)
     assert ds[-1].action is Action.CONTINUE
-    assert ctl.scale == 1.0 and ctl.phase == "search"
+    assert ctl.scale == 1.0 and ctl.phase == "before"
     assert ctl.state_dict()["discarded_steps"] == 10
     assert [e["kind"] for e in ctl.events].count("opening_candidate") == 2
 
@@ -229,13 +229,42 @@ def test_rewind_mode_goes_back_to_the_snapshot_step_for_every_multiplier():
     assert ctl.scale == 1.0
 
 
-def test_outside_the_search_nothing_opens_before_the_search_start():
-    ctl = AdaLRS(config(start_ratio=0.1))
-    for s in range(20):
-        assert ctl.observe(s, 5.0 - 0.01 * s).action is Action.CONTINUE
-    assert ctl.phase == "before" and ctl.scale == 1.0
-    assert ctl.observe(20, 4.0).action is Action.SNAPSHOT
+def test_the_opening_runs_from_the_first_step_and_the_search_starts_at_its_own_step():
+    ctl = AdaLRS(config(start_ratio=0.2, opening_steps=4, opening_tail=1))
+    assert ctl.observe(0, 5.0).action is Action.SNAPSHOT
     assert ctl.phase == "opening" and ctl.scale == pytest.approx(0.1)
+    step = 1
+    while ctl.phase == "opening":
+        ctl.observe(step, loss_at(ctl.scale, step, 1.0))
+        step += 1
+    assert step == 13 and ctl.phase == "before"  # 3 x 4 steps after step 0
+    for s in range(step, 40):
+        ctl.observe(s, 4.0 - 0.01 * s)
+    assert ctl.phase == "before"
+    assert ctl.observe(40, 3.5).action is Action.SNAPSHOT  # search_start = 0.2 x 200
+    assert [e["kind"] for e in ctl.events][-1] == "search_start" and ctl.phase == "search"
+
+
+def test_an_opening_past_the_search_start_starts_the_search_right_after_it():
+    ctl = AdaLRS(config(start_ratio=0.02))  # search_start 4, the opening ends at step 15
+    run_opening(ctl, best=1.0)
+    ctl.observe(16, 3.0)
+    assert ctl.phase == "search"
+    assert [e for e in ctl.events if e["kind"] == "search_start"][0]["step"] == 16
+
+
+def test_a_non_finite_first_loss_postpones_the_opening():
+    ctl = AdaLRS(config())
+    assert ctl.observe(0, math.inf).action is Action.CONTINUE  # search_start: divergence path
+    ctl2 = AdaLRS(config(start_ratio=0.1))
+    assert ctl2.observe(0, math.nan).action is Action.CONTINUE and ctl2.phase == "before"
+    assert ctl2.observe(1, 5.0).action is Action.SNAPSHOT and ctl2.phase == "opening"
+
+
+def test_the_opening_must_leave_room_for_the_search():
+    with pytest.raises(ValueError, match="leaves 50 steps") as err:
+        config(total_steps=400, end_ratio=0.5, opening_steps=50, opening_tail=5, window=30)
+    assert "needs 120" in str(err.value)
 
 
 @pytest.mark.parametrize("start, side", [(10.0, "down"), (0.1, "up")])
@@ -248,3 +277,66 @@ def test_on_the_simulator_the_opening_moves_a_bad_start_toward_the_optimum(start
     assert (ev["factor"] < 1) if side == "down" else (ev["factor"] > 1)
     after = start * ev["factor"]
     assert abs(math.log(after)) < abs(math.log(start))
+
+
+# ---------------------------------------------------------------- before the first step
+def test_begin_snapshots_the_initial_model_and_the_first_multiplier_trains_from_step_0():
+    ctl = AdaLRS(config())
+    d = ctl.begin()
+    assert d.action is Action.SNAPSHOT and ctl.snapshot_step == -1
+    assert ctl.phase == "opening" and ctl.scale == pytest.approx(0.1)
+    assert ctl.begin().action is Action.CONTINUE  # once only
+    decisions = []
+    for s in range(M):
+        decisions.append(ctl.observe(s, loss_at(ctl.scale, s, 1.0)))
+    assert decisions[-1].action is Action.RESTORE and decisions[-1].restore_step == -1
+    assert ctl.state_dict()["discarded_steps"] == M  # steps 0..4
+
+
+def test_begin_does_nothing_without_an_opening_or_after_a_step():
+    plain = AdaLRS(AdaLRSConfig(total_steps=200, window=10))
+    assert plain.begin().action is Action.CONTINUE and plain.phase == "before"
+    late = AdaLRS(config())
+    late.observe(0, 5.0)
+    assert late.begin().action is Action.CONTINUE
+
+
+def test_a_resumed_controller_does_not_begin_again():
+    a = AdaLRS(config())
+    a.begin()
+    a.observe(0, 4.0)
+    b = AdaLRS(config())
+    b.load_state_dict(a.state_dict())
+    assert b.begin().action is Action.CONTINUE and b.phase == "opening"
+
+
+def test_the_torch_binding_restores_the_initial_model_and_an_empty_optimizer():
+    torch = pytest.importorskip("torch")
+    from adalrs_ray.torch_binding import AdaLRSScheduler
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    init = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    sched = AdaLRSScheduler(opt, AdaLRS(config()), model=model)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)  # 0.1 x 1e-2 from step 0
+    x, y = torch.randn(32, 4), torch.randn(32, 1)
+    for _ in range(M):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        d = sched.step(loss.item())
+    assert d.action is Action.RESTORE and d.restore_step == -1
+    for p, p0 in zip(model.parameters(), init):
+        assert torch.equal(p, p0)
+    assert not opt.state  # as before the first step
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-1)  # the next multiplier, 10
+
+
+def test_on_the_simulator_the_opening_starts_before_the_first_step():
+    cfg = AdaLRSConfig(total_steps=8000, window=100, opening_factors=(0.1, 10.0))
+    res = simulate(LossSimulator(lr_opt=1e-3, seed=0), 1e-2, cfg)
+    assert res.scales[0] == pytest.approx(0.1)  # step 0 already at the first multiplier
+    first = [e for e in res.events if e["kind"] == "opening_candidate"][0]
+    assert first["step"] == 99

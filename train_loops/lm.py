@@ -430,13 +430,23 @@ def _read_trainer_state(ckpt: Path) -> dict[str, Any]:
     return state
 
 
+def _by_age(ckpts: list[Path]) -> list[Path]:
+    """Checkpoints oldest first: by the time their state was written, then by name. After an
+    AdaLRS rewind the newest checkpoint can carry a smaller step than an older one."""
+    def key(c: Path) -> tuple[int, str]:
+        state = c / "trainer_state.pt"
+        return (state.stat().st_mtime_ns if state.is_file() else 0, c.name)
+
+    return sorted(ckpts, key=key)
+
+
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory from a checkpoint or run directory (its latest checkpoint)."""
     p = Path(path).expanduser()
     if (p / "trainer_state.pt").is_file():
         return p
     ckpts = sorted((p / "checkpoints").glob("step-*")) if p.is_dir() else []
-    ckpts = [c for c in ckpts if (c / "trainer_state.pt").is_file()]
+    ckpts = _by_age([c for c in ckpts if (c / "trainer_state.pt").is_file()])
     if not ckpts:
         raise ValueError(
             f"checkpoint path {str(p)!r} is neither a checkpoint directory (with trainer_state.pt) "
@@ -550,6 +560,8 @@ class LMTrainer:
         self._acc = self._new_acc()
         self._compute = ComputeCounter(self.hooks.world_size)  # steps, tokens since the report
         self._loop_snapshot: dict[str, Any] | None = None
+        if cfg.adalrs and self.scheduler.store.has_snapshot():  # the opening's, before step 0
+            self._loop_snapshot = {"step": -1, "sampler": self.sampler.state_dict()}
         self._last_eval: tuple[int, float] | None = None
         self._last_ckpt_step: int | None = None
 
@@ -1045,7 +1057,8 @@ class LMTrainer:
         tmp.rename(path)
         if self.out_dir is not None and path.parent == self.out_dir / "checkpoints":
             self.write_metrics()
-            old = sorted(p for p in path.parent.glob("step-*") if not p.name.endswith(".tmp"))
+            old = _by_age([p for p in path.parent.glob("step-*") if not p.name.endswith(".tmp")])
+            old = [p for p in old if p != path] + [path]  # the one just written is the newest
             for p in old[: -self.cfg.keep_checkpoints]:
                 shutil.rmtree(p, ignore_errors=True)
         self._last_ckpt_step = self.step

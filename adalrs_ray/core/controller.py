@@ -245,15 +245,16 @@ class AdaLRSConfig:
             would have reached over the same steps, extrapolated from H by a line in
             ln(step) (``decisions.trajectory_reference``); e in loss units from both
             standard errors (``error_bound`` is for slopes and is not used).
-        opening_factors: beyond the paper, off by default (``()``, the paper). At the search
-            start an LR range test runs from one snapshot: each multiplier of the current scale
+        opening_factors: beyond the paper, off by default (``()``, the paper). At the run's
+            first step an LR range test runs from one snapshot: each multiplier of the scale
             given here, then 1 last, trains ``opening_steps`` steps from the same model (a
             restore between two), and the multiplier whose last ``opening_tail`` losses have
             the lowest mean is kept (the model restored to the snapshot unless 1 wins). The
-            trials of the search then go on from it, their direction set by the choice. It
-            acts before the first window, where a too-large LR does its damage (weights grow)
-            and the paper's trigger cannot yet fire. Costs ``len(opening_factors) *
-            opening_steps`` steps (restored ones: the budget's in ``"continue"`` mode).
+            search then starts at ``start_ratio`` (or right after the opening, if later), its
+            first trial's direction set by the choice. It acts before a too-large LR does its
+            damage (weights grow within the first windows, before the paper's trigger can
+            fire). Costs ``len(opening_factors) * opening_steps`` steps (restored ones: the
+            budget's in ``"continue"`` mode).
         opening_steps: steps per multiplier of the opening (``None``: ``window``).
         opening_tail: the last this many losses of a multiplier score it (``None``:
             ``max(1, opening_steps // 4)``); a non-finite loss scores it +inf and ends it.
@@ -410,14 +411,15 @@ class AdaLRSConfig:
                 f"{self.opening_steps}",
             )
             runs = 1 if self.backtrack_mode == "rewind" else len(self.opening_order)
-            opening = runs * self.opening_steps
+            opening = runs * self.opening_steps  # steps 0 .. opening - 1 of the loop
+            left = self.search_end - max(self.search_start, opening)
             check(
-                search >= opening + need,
+                left >= need,
                 f"the opening ({len(self.opening_order)} multipliers x opening_steps="
-                f"{self.opening_steps}, {opening} steps of the search window) and the search "
-                f"({need} steps) need {opening + need} steps, but the search window "
-                f"[{self.search_start}, {self.search_end}) has {search}; use fewer "
-                "opening_factors, fewer opening_steps or a longer search window",
+                f"{self.opening_steps}: steps 0-{opening - 1}) leaves {left} steps of the "
+                f"search window [{self.search_start}, {self.search_end}), but the search needs "
+                f"{need}; use fewer opening_factors, fewer opening_steps or a longer search "
+                "window",
             )
         check(
             search >= need,
@@ -753,6 +755,21 @@ class AdaLRS:
         return clamp_scale(scale, self.config.min_scale, self.config.max_scale)
 
     # ------------------------------------------------------------------ main entry
+    def begin(self) -> Decision:
+        """Call once before the run's first step (the torch binding does, when it is built).
+        With an opening it returns SNAPSHOT: save the model as initialised (``restore_step``
+        -1 names that snapshot), and the opening's first multiplier applies from step 0, before
+        any update at the start LR. Otherwise, or once a step was observed, CONTINUE. A loop
+        that never calls it gets the opening from its first observed step instead."""
+        c = self.config
+        if self._last_step is not None or self._phase != "before" or not c.opening_factors:
+            return Decision(Action.CONTINUE, self._scale)
+        if self._open_i > 0 or self._open_losses:
+            return Decision(Action.CONTINUE, self._scale)
+        self._start_opening(-1, [])
+        self._snapshot_step = -1
+        return Decision(Action.SNAPSHOT, self._scale)
+
     def observe(self, step: int, loss: float) -> Decision:
         """Record the loss of the optimizer step ``step`` that just finished and decide.
 
@@ -806,6 +823,11 @@ class AdaLRS:
     def _dispatch(self, step: int, loss: float, emitted: list) -> Action:
         c = self.config
         action = Action.CONTINUE
+        if self._phase == "before" and self._open_i < len(c.opening_order):
+            if math.isfinite(loss):  # the run's first finite loss: the opening starts
+                return self._start_opening(step, emitted)
+        if self._phase == "opening":
+            return self._on_opening(step, loss, emitted)
         if self._phase == "frozen" or (self._phase == "before" and step < c.search_start):
             if not math.isfinite(loss):
                 self._event(
@@ -820,12 +842,8 @@ class AdaLRS:
         if self._phase == "before":
             self._phase = "search"
             self._event(emitted, step, "search_start", self._scale)
-            if c.opening_factors and math.isfinite(loss):
-                return self._start_opening(step, emitted)
             if c.snapshot_policy == "windows" and math.isfinite(loss):
                 action = Action.SNAPSHOT
-        if self._phase == "opening":
-            return self._on_opening(step, loss, emitted)
         if self._phase == "search":
             action = self._on_search(step, loss, emitted, action)
         elif self._phase == "ramp":
@@ -839,7 +857,8 @@ class AdaLRS:
 
     # ------------------------------------------------------------------ opening range test
     def _start_opening(self, step: int, emitted: list) -> Action:
-        """Snapshot the model at the search start and train the first multiplier from it."""
+        """Snapshot the model after the run's first step and train the first multiplier
+        from it."""
         self._phase = "opening"
         self._open_base = self._scale
         self._open_i = 0
@@ -875,7 +894,7 @@ class AdaLRS:
             return Action.RESTORE
         best = opening_choice(order, self._open_scores)
         self._scale = self._clamp(self._open_base * order[best])
-        self._phase = "search"
+        self._phase = "before"  # the search starts at its own step (or the next one)
         self._reset_history()
         if c.two_sided and order[best] != 1:
             self._direction = "down" if order[best] < 1 else "up"

@@ -197,6 +197,8 @@ def simulate(
     schedule = base_lr if callable(base_lr) else (lambda _t, v=float(base_lr): v)
     out = SimResult(controller=ctl)
     snapshot: dict[str, Any] | None = None
+    if ctl is not None and ctl.begin().action is Action.SNAPSHOT:  # the opening, before step 0
+        snapshot = sim.state_dict(include_rng=False)
     for t in range(total):
         scale = ctl.scale if ctl is not None else 1.0
         lr = schedule(t) * scale

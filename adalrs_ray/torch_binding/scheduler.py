@@ -392,6 +392,10 @@ class AdaLRSScheduler:
         self._base_lrs = self._derive_base_lrs()
         self._apply_lr()
         self._hook = optimizer.register_step_pre_hook(self._pre_step_hook)
+        begin = getattr(controller, "begin", None)  # AdaLRS's opening: before the first step
+        if callable(begin) and begin().action == Action.SNAPSHOT:
+            self._snapshot(-1)
+            self._apply_lr()
 
     # ------------------------------------------------------------------ properties
     @property
