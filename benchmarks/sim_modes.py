@@ -78,6 +78,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "opening": {"base": "default", "opening_factors": (0.1, 0.316, 3.16, 10.0)},
     # the same with a narrower field (1/sqrt(10), sqrt(10) and 1): fewer steps spent
     "opening3": {"base": "default", "opening_factors": (0.316, 3.16)},
+    # the opening, then trial factors of at most sqrt(3.16) = 1.78 (the bracket's half)
+    "opening_narrow": {
+        "base": "default",
+        "opening_factors": (0.1, 0.316, 3.16, 10.0),
+        "opening_narrows": True,
+    },
     "trajectory+restore_regressed": {
         "two_sided": True,
         "factor_shrink": 0.5,

@@ -340,3 +340,33 @@ def test_on_the_simulator_the_opening_starts_before_the_first_step():
     assert res.scales[0] == pytest.approx(0.1)  # step 0 already at the first multiplier
     first = [e for e in res.events if e["kind"] == "opening_candidate"][0]
     assert first["step"] == 99
+
+
+def test_the_opening_rule_is_the_default_plus_the_opening():
+    c = AdaLRSConfig.from_dict({"rule": "opening", "total_steps": 2000, "window": 50})
+    default = AdaLRSConfig(total_steps=2000, window=50)
+    assert c.opening_factors == (0.1, 0.316, 3.16, 10.0)
+    assert c.opening_steps == 50 and c.opening_tail == 12
+    same = {k for k, v in default.to_dict().items() if c.to_dict()[k] == v}
+    assert set(default.to_dict()) - same == {"opening_factors", "opening_steps", "opening_tail"}
+
+
+def test_bracket_is_the_factor_to_the_nearest_tried_neighbour():
+    from adalrs_ray.core.decisions import opening_bracket
+
+    order = (0.1, 0.316, 3.16, 10.0, 1.0)
+    assert opening_bracket(order, 4) == pytest.approx(3.16)  # 1: 0.316 and 3.16 either side
+    assert opening_bracket(order, 0) == pytest.approx(3.16)  # 0.1: 0.316
+    assert opening_bracket((2.0, 1.0), 1) == pytest.approx(2.0)
+    assert opening_bracket((1.0,), 0) == math.inf
+
+
+def test_opening_narrows_caps_both_trial_factors_at_the_half_bracket():
+    ctl = AdaLRS(config(opening_factors=(0.316, 3.16), opening_narrows=True))
+    run_opening(ctl, best=1.0)
+    state = ctl.state_dict()
+    assert state["factor_up"] == pytest.approx(math.sqrt(3.16))
+    assert state["factor_down"] == pytest.approx(min(2.0, math.sqrt(3.16)))
+    wide = AdaLRS(config(opening_factors=(0.316, 3.16)))
+    run_opening(wide, best=1.0)
+    assert wide.state_dict()["factor_up"] == 3.0  # without it: the configured alpha

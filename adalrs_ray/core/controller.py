@@ -55,6 +55,7 @@ from adalrs_ray.core.decisions import (
     loss_rose_twice,
     next_direction,
     opening_choice,
+    opening_bracket,
     opening_order,
     opening_score,
     ramp_scale,
@@ -88,7 +89,7 @@ _V1_FIELDS = {
 }
 # fields newer than some checkpoints that are not rule fields: a saved config without them was
 # made with these values
-_LATER_DEFAULTS = {"opening_steps": None, "opening_tail": None}
+_LATER_DEFAULTS = {"opening_steps": None, "opening_tail": None, "opening_narrows": False}
 # named rules: the beyond-the-paper fields each sets (docs/controller.md, "Beyond the paper",
 # gives the measurements behind each). A rule fills only the fields the caller did not set.
 RULES: dict[str, dict[str, Any]] = {
@@ -102,6 +103,15 @@ RULES: dict[str, dict[str, Any]] = {
     },
     # two-sided trials judged by the level against the base LR's extrapolated trajectory
     "trajectory": {"two_sided": True, "factor_shrink": 0.5, "reference": "trajectory"},
+    # the default plus the opening range test before the first step over 1/10 .. 10x (best
+    # with backtrack_mode="rewind" where the loop can rewind its data: docs/controller.md)
+    "opening": {
+        "two_sided": True,
+        "factor_shrink": 0.5,
+        "restore": "regressed",
+        "reference": "regression",
+        "opening_factors": (0.1, 0.316, 3.16, 10.0),
+    },
 }
 
 #: how a trial's validation window is judged (AdaLRSConfig.reference)
@@ -258,6 +268,10 @@ class AdaLRSConfig:
         opening_steps: steps per multiplier of the opening (``None``: ``window``).
         opening_tail: the last this many losses of a multiplier score it (``None``:
             ``max(1, opening_steps // 4)``); a non-finite loss scores it +inf and ends it.
+        opening_narrows: after the opening, both trial factors become at most the square
+            root of the factor between the kept multiplier and its nearest tried neighbour
+            (3.16 between 1 and 3.16: factors <= 1.78): the opening bracketed the optimum, so
+            the trials after it refine within the bracket instead of leaving it.
 
     :meth:`paper` builds the paper's rule (Algorithm 1 with the details stated beside it).
     """
@@ -300,6 +314,7 @@ class AdaLRSConfig:
     opening_factors: tuple[float, ...] = ()
     opening_steps: int | None = None
     opening_tail: int | None = None
+    opening_narrows: bool = False
 
     @classmethod
     def paper(cls, total_steps: int, **fields: Any) -> AdaLRSConfig:
@@ -352,7 +367,13 @@ class AdaLRSConfig:
         check_choice("backtrack_mode", self.backtrack_mode, ("continue", "rewind"))
         check_choice("restore", self.restore, ("always", "regressed"))
         check_choice("reference", self.reference, REFERENCES)
-        for name in ("two_sided", "counter_trial", "inconclusive_turns", "inconclusive_shrinks"):
+        for name in (
+            "two_sided",
+            "counter_trial",
+            "inconclusive_turns",
+            "inconclusive_shrinks",
+            "opening_narrows",
+        ):
             value = getattr(self, name)
             check(isinstance(value, bool), f"{name} is {value!r}, but must be True or False")
         check(
@@ -898,6 +919,9 @@ class AdaLRS:
         self._reset_history()
         if c.two_sided and order[best] != 1:
             self._direction = "down" if order[best] < 1 else "up"
+        if c.opening_narrows:
+            cap = math.sqrt(opening_bracket(order, best))
+            self._factors = {d: min(f, cap) for d, f in self._factors.items()}
         if order[best] != 1:
             self._adjustments += 1
         restore = best != len(order) - 1

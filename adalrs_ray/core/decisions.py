@@ -466,3 +466,14 @@ def opening_choice(order: Sequence[float], scores: Sequence[float]) -> int:
     field go to the multiplier nearest 1 on a log scale (the start scale when it is tied)."""
     best = min(range(len(order)), key=lambda i: (scores[i], abs(math.log(order[i]))))
     return best
+
+
+def opening_bracket(order: Sequence[float], best: int) -> float:
+    """How far the opening's choice is from its nearest tried neighbour, as a factor > 1
+    (inf when it tried no other multiplier): the optimum lies within about this factor."""
+    ratios = [
+        max(order[i], order[best]) / min(order[i], order[best])
+        for i in range(len(order))
+        if i != best
+    ]
+    return min(ratios) if ratios else math.inf

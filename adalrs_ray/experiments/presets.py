@@ -290,12 +290,27 @@ def _tiny_lm(
     window: int,
     schedule: str = "cosine",
     probe_sequences: int = 0,
+    opening_steps: int = 0,
 ):
     """A comparison on the tiny LM at 16 x 64 tokens per step. ``probe_sequences`` > 0: the
     AdaLRS trials observe the loss of a fixed probe batch of that many sequences
-    (``LMConfig.adalrs_signal="probe"``), the other arms' trials do not probe."""
+    (``LMConfig.adalrs_signal="probe"``), the other arms' trials do not probe.
+    ``opening_steps`` > 0: AdaLRS opens with the LR range test of the ``opening`` rule, that
+    many steps per multiplier (a quarter of them, rounded up, score it), and rewinds (the LM loop rewinds its data), so the opening and
+    failed trials cost compute, not steps of the run."""
     probe = (
         {"adalrs_signal": "probe", "probe_sequences": probe_sequences} if probe_sequences else {}
+    )
+    opening = (
+        {
+            "rule": "opening",
+            "opening_steps": opening_steps,
+            "opening_tail": -(-opening_steps // 4),
+            "backtrack_mode": "rewind",
+            "decay_basis": "adjustments",
+        }
+        if opening_steps
+        else {}
     )
     return ComparePreset(
         name=name,
@@ -311,6 +326,7 @@ def _tiny_lm(
             "start_ratio": 0.05,
             "end_ratio": 0.5,
             "ramp_steps": window // 2,
+            **opening,
         },
         trial_config={**_LM_TRIAL, "seq_len": 64, "schedule": schedule, **probe},
         max_concurrent=4,
@@ -332,6 +348,10 @@ PRESETS: dict[str, ComparePreset] = {
             # training step (benchmarks/lm_probe_signal.py, docs/lm_task.md)
             schedule="wsd",
             probe_sequences=16,
+            # the LR range test before the first step: 1/10 .. 10x of the start, 30 steps each
+            # (from 10x a single update at the start LR already damages the tiny model;
+            # benchmarks/lm_adalrs_recovery.py, docs/controller.md "The opening")
+            opening_steps=30,
         ),
         _tiny_lm(
             name="long",
