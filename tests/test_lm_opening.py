@@ -62,7 +62,9 @@ def test_rewind_opening_goes_back_to_step_0_and_trains_the_whole_run(corpus, tmp
     steps = tr.metrics["step"]
     assert steps[:6] == list(range(6)) and steps[6:12] == list(range(6))  # 0.1, then 10
     opening = [e for e in _events(tr) if e["kind"] == "opening"][0]
-    assert opening["factors"] == [0.1, 10.0, 1.0] and opening["step"] == 5  # steps 0-5 once more, at 1
+    assert (
+        opening["factors"] == [0.1, 10.0, 1.0] and opening["step"] == 5
+    )  # steps 0-5 once more, at 1
     assert summary["steps"] == 60
     assert summary["steps_executed"] >= 60 + 12
 

@@ -433,6 +433,7 @@ def _read_trainer_state(ckpt: Path) -> dict[str, Any]:
 def _by_age(ckpts: list[Path]) -> list[Path]:
     """Checkpoints oldest first: by the time their state was written, then by name. After an
     AdaLRS rewind the newest checkpoint can carry a smaller step than an older one."""
+
     def key(c: Path) -> tuple[int, str]:
         state = c / "trainer_state.pt"
         return (state.stat().st_mtime_ns if state.is_file() else 0, c.name)

@@ -54,8 +54,8 @@ from adalrs_ray.core.decisions import (
     judge_trial_by_level,
     loss_rose_twice,
     next_direction,
-    opening_choice,
     opening_bracket,
+    opening_choice,
     opening_order,
     opening_score,
     ramp_scale,
@@ -103,14 +103,16 @@ RULES: dict[str, dict[str, Any]] = {
     },
     # two-sided trials judged by the level against the base LR's extrapolated trajectory
     "trajectory": {"two_sided": True, "factor_shrink": 0.5, "reference": "trajectory"},
-    # the default plus the opening range test before the first step over 1/10 .. 10x (best
-    # with backtrack_mode="rewind" where the loop can rewind its data: docs/controller.md)
+    # the default plus the opening range test before the first step over 1/10 .. 10x, the
+    # trials after it inside its bracket (best with backtrack_mode="rewind" where the loop can
+    # rewind its data: docs/controller.md, "The opening")
     "opening": {
         "two_sided": True,
         "factor_shrink": 0.5,
         "restore": "regressed",
         "reference": "regression",
         "opening_factors": (0.1, 0.316, 3.16, 10.0),
+        "opening_narrows": True,
     },
 }
 
