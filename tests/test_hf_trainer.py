@@ -276,3 +276,43 @@ def test_the_loss_is_averaged_across_ranks_in_a_gloo_group(tmp_path):
     torch.multiprocessing.spawn(_ddp_worker, args=(2, port, out), nprocs=2, join=True)
     assert [torch.load(f"{out}.{r}") for r in range(2)] == [2.0, 2.0]  # mean of 1 and 3
     assert float(reduce_mean_across_ranks(torch.tensor(1.5))) == 1.5  # not initialised: as is
+
+
+def test_an_opening_starts_from_the_initial_model_at_every_multiplier(tmp_path):
+    """The opening (issue 13): the binding snapshots the model when the Trainer starts
+    training; each multiplier trains from it (continue mode: the Trainer's steps go on)."""
+    cfg = AdaLRSConfig(
+        total_steps=40,
+        window=3,
+        start_ratio=0.3,
+        end_ratio=0.9,
+        opening_factors=(0.1, 10.0),
+        opening_steps=4,
+        opening_tail=2,
+    )
+    trainer, cb, rec = make_trainer(tmp_path, AdaLRS(cfg), steps=40)
+    init = copy.deepcopy(trainer.model.state_dict())
+    after = {}
+
+    from transformers import TrainerCallback
+
+    class AfterRestore(TrainerCallback):  # after AdaLRS's on_step_end
+        def on_step_end(self, args, state, control, model=None, optimizer=None, **kw):
+            if state.global_step in (4, 8):
+                after[state.global_step] = (
+                    copy.deepcopy(model.state_dict()),
+                    copy.deepcopy(optimizer.state_dict()),
+                )
+
+    trainer.add_callback(AfterRestore())
+    trainer.train()
+    assert rec.scales[:4] == pytest.approx([0.1] * 4) and rec.scales[4:8] == pytest.approx(
+        [10.0] * 4
+    )
+    for step in (4, 8):  # restored after each multiplier: initial weights, no optimizer state
+        model, opt = after[step]
+        for k, v in init.items():
+            assert torch.equal(model[k], v), (step, k)
+        assert opt["state"] == {}
+    kinds = [e["kind"] for e in cb.scheduler.controller.events]
+    assert kinds[:3] == ["opening_candidate", "opening_candidate", "opening"]
