@@ -84,6 +84,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "opening_factors": (0.1, 0.316, 3.16, 10.0),
         "opening_narrows": True,
     },
+    # the opening rule with one refinement round (1.78 around the choice)
+    "opening_refine": {
+        "base": "default",
+        "opening_factors": (0.1, 0.316, 3.16, 10.0),
+        "opening_narrows": True,
+        "opening_refine": 1,
+    },
     "trajectory+restore_regressed": {
         "two_sided": True,
         "factor_shrink": 0.5,

@@ -404,3 +404,44 @@ def test_the_opening_rule_recovers_from_10x_on_the_lm_like_simulator():
             found[name] = res.final_scale * 10.0
         assert 0.5 <= found["opening"] <= 2.0, found
         assert found["default"] > 2.0, found
+
+
+def test_refinement_tries_the_half_bracket_around_the_choice_and_keeps_the_best():
+    from adalrs_ray.core.decisions import opening_refinement
+
+    order = [0.316, 3.16, 1.0]
+    assert opening_refinement(order, 2) == pytest.approx([3.16**0.5, 3.16**-0.5])
+    assert opening_refinement([2.0, 1.0], 1) == pytest.approx([2**0.5, 2**-0.5])
+    assert opening_refinement([1.0], 0) == []
+
+    ctl = AdaLRS(config(opening_factors=(0.316, 3.16), opening_refine=1))
+    ctl.begin()
+    step, seen = 0, []
+    while ctl.phase == "opening":
+        seen.append(round(ctl.scale, 3))
+        d = ctl.observe(step, loss_at(ctl.scale, 0, 1.6))  # the best lies at 1.6
+        step += 1
+    assert sorted(set(seen)) == pytest.approx(sorted({0.316, 3.16, 1.0, 1.778, 0.562}), abs=1e-3)
+    assert ctl.scale == pytest.approx(3.16**0.5)
+    assert d.action is Action.RESTORE and d.restore_step == -1  # 0.562 was trained last
+    ev = [e for e in ctl.events if e["kind"] == "opening"][0]
+    assert len(ev["factors"]) == 5 and ev["factor"] == pytest.approx(3.16**0.5)
+
+
+def test_refinement_rounds_count_in_the_room_the_opening_needs():
+    with pytest.raises(ValueError, match="7 multipliers"):
+        config(total_steps=100, opening_steps=10, opening_refine=2)
+
+
+def test_resume_mid_refinement_makes_the_same_decisions():
+    cfg = config(opening_factors=(0.316, 3.16), opening_refine=1)
+    a = AdaLRS(cfg)
+    a.begin()
+    for s in range(3 * M + 2):  # into the first refinement multiplier
+        a.observe(s, loss_at(a.scale, s, 1.6))
+    b = AdaLRS(cfg)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    for s in range(3 * M + 2, 60):
+        da, db = a.observe(s, loss_at(a.scale, s, 1.6)), b.observe(s, loss_at(b.scale, s, 1.6))
+        assert (da.action, da.scale, da.restore_step) == (db.action, db.scale, db.restore_step)
+    assert a.state_dict() == b.state_dict()

@@ -57,6 +57,7 @@ from adalrs_ray.core.decisions import (
     opening_bracket,
     opening_choice,
     opening_order,
+    opening_refinement,
     opening_score,
     ramp_scale,
     rectified_alpha,
@@ -89,7 +90,12 @@ _V1_FIELDS = {
 }
 # fields newer than some checkpoints that are not rule fields: a saved config without them was
 # made with these values
-_LATER_DEFAULTS = {"opening_steps": None, "opening_tail": None, "opening_narrows": False}
+_LATER_DEFAULTS = {
+    "opening_steps": None,
+    "opening_tail": None,
+    "opening_narrows": False,
+    "opening_refine": 0,
+}
 # named rules: the beyond-the-paper fields each sets (docs/controller.md, "Beyond the paper",
 # gives the measurements behind each). A rule fills only the fields the caller did not set.
 RULES: dict[str, dict[str, Any]] = {
@@ -274,6 +280,10 @@ class AdaLRSConfig:
             root of the factor between the kept multiplier and its nearest tried neighbour
             (3.16 between 1 and 3.16: factors <= 1.78): the opening bracketed the optimum, so
             the trials after it refine within the bracket instead of leaving it.
+        opening_refine: rounds of refinement after the opening's multipliers: each tries the
+            kept multiplier times and divided by the square root of its bracket (1.78 around
+            a choice from a 3.16-spaced grid, then 1.33), from the same snapshot. Each round
+            costs 2 x ``opening_steps`` more steps.
 
     :meth:`paper` builds the paper's rule (Algorithm 1 with the details stated beside it).
     """
@@ -317,6 +327,7 @@ class AdaLRSConfig:
     opening_steps: int | None = None
     opening_tail: int | None = None
     opening_narrows: bool = False
+    opening_refine: int = 0
 
     @classmethod
     def paper(cls, total_steps: int, **fields: Any) -> AdaLRSConfig:
@@ -433,12 +444,13 @@ class AdaLRSConfig:
                 f"opening_tail is {self.opening_tail}, but must be <= opening_steps="
                 f"{self.opening_steps}",
             )
-            runs = 1 if self.backtrack_mode == "rewind" else len(self.opening_order)
+            n = len(self.opening_order) + 2 * self.opening_refine
+            runs = 1 if self.backtrack_mode == "rewind" else n
             opening = runs * self.opening_steps  # steps 0 .. opening - 1 of the loop
             left = self.search_end - max(self.search_start, opening)
             check(
                 left >= need,
-                f"the opening ({len(self.opening_order)} multipliers x opening_steps="
+                f"the opening ({n} multipliers x opening_steps="
                 f"{self.opening_steps}: steps 0-{opening - 1}) leaves {left} steps of the "
                 f"search window [{self.search_start}, {self.search_end}), but the search needs "
                 f"{need}; use fewer opening_factors, fewer opening_steps or a longer search "
@@ -472,6 +484,7 @@ class AdaLRSConfig:
         object.__setattr__(self, "opening_factors", tuple(float(x) for x in f))
         check_int("opening_steps", self.opening_steps, 2, optional=True)
         check_int("opening_tail", self.opening_tail, 1, optional=True)
+        check_int("opening_refine", self.opening_refine, 0)
         if not f:
             return
         check(
@@ -726,6 +739,9 @@ class AdaLRS:
         self._open_i = 0
         self._open_losses: list[float] = []
         self._open_scores: list[float] = []
+        self._open_order: list[float] = list(config.opening_order)
+        self._open_round = 0
+        self._open_done = not config.opening_factors
 
     # ------------------------------------------------------------------ read-only view
     @property
@@ -787,7 +803,7 @@ class AdaLRS:
         c = self.config
         if self._last_step is not None or self._phase != "before" or not c.opening_factors:
             return Decision(Action.CONTINUE, self._scale)
-        if self._open_i > 0 or self._open_losses:
+        if self._open_done or self._open_i > 0 or self._open_losses:
             return Decision(Action.CONTINUE, self._scale)
         self._start_opening(-1, [])
         self._snapshot_step = -1
@@ -846,7 +862,7 @@ class AdaLRS:
     def _dispatch(self, step: int, loss: float, emitted: list) -> Action:
         c = self.config
         action = Action.CONTINUE
-        if self._phase == "before" and self._open_i < len(c.opening_order):
+        if self._phase == "before" and not self._open_done:
             if math.isfinite(loss):  # the run's first finite loss: the opening starts
                 return self._start_opening(step, emitted)
         if self._phase == "opening":
@@ -887,7 +903,9 @@ class AdaLRS:
         self._open_i = 0
         self._open_losses = []
         self._open_scores = []
-        self._scale = self._clamp(self._open_base * self.config.opening_order[0])
+        self._open_order = list(self.config.opening_order)
+        self._open_round = 0
+        self._scale = self._clamp(self._open_base * self._open_order[0])
         return Action.SNAPSHOT
 
     def _on_opening(self, step: int, loss: float, emitted: list) -> Action:
@@ -897,12 +915,15 @@ class AdaLRS:
         self._open_losses.append(loss)
         if math.isfinite(loss) and len(self._open_losses) < c.opening_steps:
             return Action.CONTINUE
-        order = c.opening_order
+        order = self._open_order
         score = opening_score(self._open_losses, c.opening_tail)
         self._open_scores.append(score)
         tried = self._scale
         self._open_i += 1
         self._open_losses = []
+        if self._open_i == len(order) and self._open_round < c.opening_refine:
+            self._open_round += 1
+            order.extend(opening_refinement(order, opening_choice(order, self._open_scores)))
         if self._open_i < len(order):
             self._scale = self._clamp(self._open_base * order[self._open_i])
             self._event(
@@ -918,6 +939,7 @@ class AdaLRS:
         best = opening_choice(order, self._open_scores)
         self._scale = self._clamp(self._open_base * order[best])
         self._phase = "before"  # the search starts at its own step (or the next one)
+        self._open_done = True
         self._reset_history()
         if c.two_sided and order[best] != 1:
             self._direction = "down" if order[best] < 1 else "up"
@@ -1344,6 +1366,9 @@ class AdaLRS:
                 "i": self._open_i,
                 "losses": list(self._open_losses),
                 "scores": [_json_float(x) for x in self._open_scores],
+                "order": list(self._open_order),
+                "round": self._open_round,
+                "done": self._open_done,
             },
         }
 
@@ -1420,6 +1445,11 @@ class AdaLRS:
             self._open_i = int(opening.get("i", 0))
             self._open_losses = [float(x) for x in opening.get("losses", [])]
             self._open_scores = [float(x) for x in opening.get("scores", [])]
+            self._open_order = [float(x) for x in opening.get("order", self.config.opening_order)]
+            self._open_round = int(opening.get("round", 0))
+            self._open_done = bool(
+                opening.get("done", not self.config.opening_factors or self._phase != "before")
+            )
         except (TypeError, ValueError, KeyError) as exc:
             raise ValueError(f"AdaLRS state_dict is corrupt: {exc}") from exc
         if len(self._win_x) != len(self._win_y) or len(self._val_xs) != len(self._val_ys):

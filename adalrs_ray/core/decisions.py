@@ -477,3 +477,15 @@ def opening_bracket(order: Sequence[float], best: int) -> float:
         if i != best
     ]
     return min(ratios) if ratios else math.inf
+
+
+def opening_refinement(order: Sequence[float], best: int) -> list[float]:
+    """One refinement round of the opening: the kept multiplier times and divided by the square
+    root of its bracket (:func:`opening_bracket`), leaving out any within 1% of one already
+    tried."""
+    b = order[best]
+    step = math.sqrt(opening_bracket(order, best))
+    if not math.isfinite(step):
+        return []
+    new = [b * step, b / step]
+    return [x for x in new if all(abs(math.log(x / t)) > 0.01 for t in order)]
