@@ -800,10 +800,8 @@ class AdaLRS:
         -1 names that snapshot), and the opening's first multiplier applies from step 0, before
         any update at the start LR. Otherwise, or once a step was observed, CONTINUE. A loop
         that never calls it gets the opening from its first observed step instead."""
-        c = self.config
-        if self._last_step is not None or self._phase != "before" or not c.opening_factors:
-            return Decision(Action.CONTINUE, self._scale)
-        if self._open_done or self._open_i > 0 or self._open_losses:
+        # no opening, or it is under way (phase "opening") or over, or a step was observed
+        if self._open_done or self._phase != "before" or self._last_step is not None:
             return Decision(Action.CONTINUE, self._scale)
         self._start_opening(-1, [])
         self._snapshot_step = -1
