@@ -91,6 +91,16 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "opening_narrows": True,
         "opening_refine": 1,
     },
+    # the opening rule in backtrack_mode="rewind": a restore takes the step counter and the
+    # noise stream back too (a loop that rewinds its data), so failed trials and the opening's
+    # discarded multipliers cost compute, not steps of the run
+    "opening_rw": {
+        "base": "default",
+        "opening_factors": (0.1, 0.316, 3.16, 10.0),
+        "opening_narrows": True,
+        "backtrack_mode": "rewind",
+        "decay_basis": "adjustments",
+    },
     "trajectory+restore_regressed": {
         "two_sided": True,
         "factor_shrink": 0.5,
@@ -110,6 +120,42 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "reference": "trajectory",
         "settle_steps": "window/2",
     },
+}
+# the opening rule in rewind mode, an inconclusive trial restoring its snapshot too; then also
+# shrinking its factor, and no trial below 1.3 (after 1.78 both ways: 1.33, then none)
+CONFIGS["opening_rw_ir"] = {**CONFIGS["opening_rw"], "inconclusive_restores": True}
+CONFIGS["opening_rw_irs"] = {
+    **CONFIGS["opening_rw_ir"],
+    "inconclusive_shrinks": True,
+    "min_trial_factor": 1.3,
+}
+CONFIGS["opening_rw_irs_settle"] = {**CONFIGS["opening_rw_irs"], "settle_steps": "window/2"}
+CONFIGS["opening_rw_irs_settle1"] = {**CONFIGS["opening_rw_irs"], "settle_steps": "window"}
+# the named rule "opening" as it stands, in both backtrack modes
+CONFIGS["rule_opening"] = {"rule": "opening"}
+CONFIGS["rule_opening_rw"] = {
+    "rule": "opening",
+    "backtrack_mode": "rewind",
+    "decay_basis": "adjustments",
+}
+# the opening alone (no trial after it: no factor exceeds 100), rewind mode
+CONFIGS["opening_only_rw"] = {**CONFIGS["opening_rw"], "min_trial_factor": 100.0}
+# ... and with the boundary rule firing only on significant rises
+for _name in ("opening_rw", "opening_rw_irs", "opening_only_rw"):
+    CONFIGS[_name + "_bt"] = {**CONFIGS[_name], "boundary_tested": True}
+# trials after the opening only when its choice is at the edge of what it tried
+CONFIGS["opening_rw_bt_edge"] = {**CONFIGS["opening_rw_bt"], "opening_trials": "edge"}
+CONFIGS["opening_narrow_bt_edge"] = {
+    **CONFIGS["opening_narrow"],
+    "boundary_tested": True,
+    "opening_trials": "edge",
+}
+CONFIGS["opening_narrow_bt"] = {**CONFIGS["opening_narrow"], "boundary_tested": True}
+CONFIGS["default_bt"] = {"base": "default", "boundary_tested": True}
+CONFIGS["opening_rw_s"] = {
+    **CONFIGS["opening_rw"],
+    "inconclusive_shrinks": True,
+    "min_trial_factor": 1.3,
 }
 # "all" without one field at a time: what each adds to the others
 for _field in ("two_sided", "restore", "settle_steps", "reference"):
@@ -161,10 +207,20 @@ def make_config(mode: Mode, fields: dict[str, Any] | str) -> AdaLRSConfig:
     }
     if fields == "default":
         return AdaLRSConfig(**base)
-    if isinstance(fields, dict) and fields.get("base") == "default":  # the default + fields
+    fields = {k: _per_window(v, mode.window) for k, v in fields.items()}
+    if "rule" in fields:  # a named rule (adalrs_ray.core.controller.RULES) + fields
+        return AdaLRSConfig.from_dict({**base, **fields})
+    if fields.get("base") == "default":  # the default + fields
         return AdaLRSConfig(**base, **{k: v for k, v in fields.items() if k != "base"})
-    fields = {k: (mode.window // 2 if v == "window/2" else v) for k, v in fields.items()}
     return AdaLRSConfig.paper(**base) if not fields else _beyond(base, fields)
+
+
+def _per_window(value: Any, window: int) -> Any:
+    return (
+        {"window/2": window // 2, "window": window}.get(value, value)
+        if isinstance(value, str)
+        else value
+    )
 
 
 def _beyond(base: dict[str, Any], fields: dict[str, Any]) -> AdaLRSConfig:
@@ -182,11 +238,12 @@ def parse_value(text: str) -> Any:
 
 
 def run_cell(mode: Mode, cfg: AdaLRSConfig, start: float, seeds: range, fixed: dict) -> dict:
-    ratios, rel = [], []
+    ratios, rel, compute = [], [], []
     for seed in seeds:
         sim = mode.make(seed)
         lr = mode.schedule(sim.lr_opt * start, mode.total)
         res = simulate(sim, lr, cfg)
+        compute.append(res.compute_steps / mode.total)
         ratios.append(res.final_scale * start)
         rel.append(mode.final(sim) / fixed[(start, seed)] - 1.0)
     if start == 1.0:
@@ -200,6 +257,7 @@ def run_cell(mode: Mode, cfg: AdaLRSConfig, start: float, seeds: range, fixed: d
         "rel_median": statistics.median(rel),
         "better": sum(d < 0 for d in rel) / len(rel),
         "goal": sum(ok) / len(ok),
+        "compute": statistics.median(compute),
     }
 
 
@@ -230,8 +288,8 @@ def main() -> None:
     seeds = range(args.seeds)
     lines = [
         "| mode | config | start | final LR / opt: median [min, max] | final loss vs constant: "
-        "median | below constant | goal met |",
-        "|---|---|---|---|---|---|---|",
+        "median | below constant | goal met | compute (runs): median |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     t0 = time.time()
@@ -250,7 +308,7 @@ def main() -> None:
                 line = (
                     f"| {mname} | {name} | {start:.3g} | {c['lr_median']:.2f} "
                     f"[{c['lr_lo']:.2f}, {c['lr_hi']:.2f}] | {c['rel_median']:+.2%} | "
-                    f"{c['better']:.0%} | {c['goal']:.0%} |"
+                    f"{c['better']:.0%} | {c['goal']:.0%} | {c['compute']:.2f} |"
                 )
                 lines.append(line)
                 print(line, flush=True)

@@ -332,6 +332,36 @@ def test_the_torch_binding_restores_the_initial_model_and_an_empty_optimizer():
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-1)  # the next multiplier, 10
 
 
+@pytest.mark.parametrize("kind", ["scheduler", "callable"])
+def test_after_the_openings_rewinds_the_base_schedule_stands_at_the_runs_step(kind):
+    """Rewind mode: every multiplier trains from step 0 of the base schedule, and the run
+    that follows (1 kept, its steps too) gets the LR of each of its steps, not one step on."""
+    torch = pytest.importorskip("torch")
+    from adalrs_ray.torch_binding import AdaLRSScheduler
+
+    def factor(t: int) -> float:
+        return 1.0 - t / 400
+
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    base = torch.optim.lr_scheduler.LambdaLR(opt, factor) if kind == "scheduler" else factor
+    ctl = AdaLRS(config(backtrack_mode="rewind", decay_basis="adjustments"))
+    sched = AdaLRSScheduler(opt, ctl, base, model=model)
+    x, y = torch.randn(8, 4), torch.zeros(8, 1)
+    step, seen = 0, []
+    while step < 3 * M + 4:
+        seen.append((step, ctl.scale, opt.param_groups[0]["lr"]))
+        opt.zero_grad()
+        loss = (model(x) - y).pow(2).mean() * 0 + 3.0 + abs(math.log10(ctl.scale))
+        loss.backward()
+        opt.step()
+        d = sched.step(loss.item())
+        step = d.restore_step + 1 if d.action is Action.RESTORE else step + 1
+    for t, scale, lr in seen:
+        assert lr == pytest.approx(factor(t) * scale), (t, scale)
+    assert [t for t, _, _ in seen][: 3 * M] == [*range(M)] * 3  # 0.1, 10, then 1 from step 0
+
+
 def test_on_the_simulator_the_opening_starts_before_the_first_step():
     cfg = AdaLRSConfig(total_steps=8000, window=100, opening_factors=(0.1, 10.0))
     res = simulate(LossSimulator(lr_opt=1e-3, seed=0), 1e-2, cfg)
@@ -345,12 +375,15 @@ def test_the_opening_rule_is_the_default_plus_the_opening():
     default = AdaLRSConfig(total_steps=2000, window=50)
     assert c.opening_factors == (0.1, 0.316, 3.16, 10.0)
     assert c.opening_steps == 50 and c.opening_tail == 12 and c.opening_narrows
+    assert c.opening_trials == "edge" and c.boundary_tested
     same = {k for k, v in default.to_dict().items() if c.to_dict()[k] == v}
     assert set(default.to_dict()) - same == {
         "opening_factors",
         "opening_steps",
         "opening_tail",
         "opening_narrows",
+        "opening_trials",
+        "boundary_tested",
     }
 
 
@@ -395,7 +428,7 @@ def test_the_opening_rule_recovers_from_10x_on_the_lm_like_simulator():
             },
         }
     )
-    assert rule == make_config(mode, CONFIGS["opening_narrow"])
+    assert rule == make_config(mode, CONFIGS["rule_opening"])
     for seed in range(4):
         found = {}
         for name, cfg in (("default", make_config(mode, "default")), ("opening", rule)):
@@ -445,3 +478,57 @@ def test_resume_mid_refinement_makes_the_same_decisions():
         da, db = a.observe(s, loss_at(a.scale, s, 1.6)), b.observe(s, loss_at(b.scale, s, 1.6))
         assert (da.action, da.scale, da.restore_step) == (db.action, db.scale, db.restore_step)
     assert a.state_dict() == b.state_dict()
+
+
+# ---------------------------------------------------------------- opening_trials
+def test_bracketed_means_a_tried_multiplier_on_each_side_of_the_choice():
+    from adalrs_ray.core.decisions import opening_bracketed
+
+    order = (0.1, 0.316, 3.16, 10.0, 1.0)
+    assert opening_bracketed(order, 4)  # 1, between 0.316 and 3.16
+    assert opening_bracketed(order, 1)  # 0.316, between 0.1 and 1
+    assert not opening_bracketed(order, 0)  # 0.1: nothing tried below it
+    assert not opening_bracketed(order, 3)  # 10: nothing tried above it
+    assert not opening_bracketed((1.0,), 0)
+
+
+def _trigger_after_opening(ctl: AdaLRS, start: int) -> None:
+    """Two windows whose velocity halves: the search's trigger, if a trial may start."""
+    for i in range(20):
+        ctl.observe(start + i, 4.0 - (0.05 if i < 10 else 0.025) * i)
+
+
+@pytest.mark.parametrize(
+    "best, factor, trials",
+    [(1.0, 1.0, False), (0.3, 0.316, False), (0.05, 0.1, True), (30.0, 3.16, True)],
+)
+def test_opening_trials_edge_runs_trials_only_after_a_choice_at_the_edge(best, factor, trials):
+    factors = (0.1, 0.316, 3.16)
+    ctl = AdaLRS(config(opening_factors=factors, opening_trials="edge"))
+    d = run_opening(ctl, best=best)
+    (ev,) = [e for e in ctl.events if e["kind"] == "opening"]
+    assert ev["factor"] == factor
+    state = ctl.state_dict()
+    if trials:  # the smallest or largest multiplier tried: the optimum may lie beyond it
+        assert (state["factor_up"], state["factor_down"]) == (3.0, 2.0)
+    else:  # bracketed: no factor left, so no trial starts
+        assert (state["factor_up"], state["factor_down"]) == (1.0, 1.0)
+    _trigger_after_opening(ctl, len(d))
+    assert ("trial_start" in [e["kind"] for e in ctl.events]) is trials
+    # the default ("all") starts the trial after a bracketed choice too
+    every = AdaLRS(config(opening_factors=factors))
+    run_opening(every, best=best)
+    _trigger_after_opening(every, len(d))
+    assert "trial_start" in [e["kind"] for e in every.events]
+
+
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        ({"opening_trials": "some"}, "opening_trials is 'some', but must be one of"),
+        ({"opening_trials": "edge", "two_sided": False}, "needs two_sided=True"),
+    ],
+)
+def test_opening_trials_is_validated(fields, words):
+    with pytest.raises(ValueError, match=words):
+        config(**fields)

@@ -55,6 +55,7 @@ from adalrs_ray.core.decisions import (
     loss_rose_twice,
     next_direction,
     opening_bracket,
+    opening_bracketed,
     opening_choice,
     opening_order,
     opening_refinement,
@@ -65,6 +66,7 @@ from adalrs_ray.core.decisions import (
     reference_windows,
     relaxed_theta,
     shrunk_factor,
+    slope_error_bound,
     trajectory_reference,
     trial_factor,
     velocity_decayed,
@@ -95,6 +97,9 @@ _LATER_DEFAULTS = {
     "opening_tail": None,
     "opening_narrows": False,
     "opening_refine": 0,
+    "inconclusive_restores": False,
+    "boundary_tested": False,
+    "opening_trials": "all",
 }
 # named rules: the beyond-the-paper fields each sets (docs/controller.md, "Beyond the paper",
 # gives the measurements behind each). A rule fills only the fields the caller did not set.
@@ -109,9 +114,10 @@ RULES: dict[str, dict[str, Any]] = {
     },
     # two-sided trials judged by the level against the base LR's extrapolated trajectory
     "trajectory": {"two_sided": True, "factor_shrink": 0.5, "reference": "trajectory"},
-    # the default plus the opening range test before the first step over 1/10 .. 10x, the
-    # trials after it inside its bracket (best with backtrack_mode="rewind" where the loop can
-    # rewind its data: docs/controller.md, "The opening")
+    # the default plus the opening range test before the first step over 1/10 .. 10x; trials
+    # after it only when its choice is at the edge of what it tried, and inside its bracket;
+    # the boundary rule only on significant rises (best with backtrack_mode="rewind" where
+    # the loop can rewind its data: docs/controller.md, "The opening")
     "opening": {
         "two_sided": True,
         "factor_shrink": 0.5,
@@ -119,6 +125,8 @@ RULES: dict[str, dict[str, Any]] = {
         "reference": "regression",
         "opening_factors": (0.1, 0.316, 3.16, 10.0),
         "opening_narrows": True,
+        "opening_trials": "edge",
+        "boundary_tested": True,
     },
 }
 
@@ -216,7 +224,9 @@ class AdaLRSConfig:
             stream and the base schedule move on (the steps of a failed trial count against the
             budget, as in the paper's cost figures). ``"rewind"``: the loop also rewinds the
             step counter to ``restore_step + 1`` (and its data/RNG); needs
-            ``decay_basis="adjustments"`` because steps go back.
+            ``decay_basis="adjustments"`` because steps go back. The boundary rule then
+            downscales without restoring: a rewind would replay the same data, and on a flat
+            loss the same noise would rise again, downscale after downscale.
         initial_scale: the multiplier before any decision (> 0).
         min_scale, max_scale: optional clamps of the multiplier.
         two_sided: beyond the paper. ``False`` (the paper): every trial is an upscale, and a
@@ -231,6 +241,16 @@ class AdaLRSConfig:
         inconclusive_shrinks: two-sided only: an inconclusive trial also shrinks its
             direction's factor by ``factor_shrink`` (``False``: only a failed one does). A step
             that could not be told from no step is tried smaller next time, as in a bisection.
+        inconclusive_restores: an inconclusive trial also restores the snapshot taken at its
+            start (``False``: its steps at the trial's LR are kept). What it trained proved
+            nothing; a trial at 1.78x keeps its larger weights after the scale goes back.
+            Costs the trial's steps: compute only in ``backtrack_mode="rewind"``, steps of the
+            run in ``"continue"``. H is kept (the model is back where H ended).
+        boundary_tested: the boundary rule fires only when each of the two rising windows
+            rose by more than twice its slope's error bound (e as for a trial: ``error_bound``,
+            or ``error_factor`` x the slope's standard error floored at ``error_floor``),
+            as a trial's verdict must clear 2e (``False``, the paper: any two negative
+            velocities). Where the loss is flat, two windows rise by chance one time in four.
         counter_trial: two-sided only: a failed trial that restored the snapshot starts the
             trial the other way at once, from the restored model and with the same H (whose
             steps are moved on by the discarded ones), instead of after two fresh windows
@@ -284,6 +304,12 @@ class AdaLRSConfig:
             kept multiplier times and divided by the square root of its bracket (1.78 around
             a choice from a 3.16-spaced grid, then 1.33), from the same snapshot. Each round
             costs 2 x ``opening_steps`` more steps.
+        opening_trials: ``"all"``: after the opening the search runs as usual. ``"edge"``
+            (two-sided only): trials follow only when the opening's choice is the smallest or
+            the largest multiplier it tried, where the optimum may lie beyond what it
+            measured. With a tried multiplier on each side of the choice the optimum is
+            bracketed and no trial follows (the boundary rule and divergence still act):
+            within the bracket the loss is flat and trials cost more than they find.
 
     :meth:`paper` builds the paper's rule (Algorithm 1 with the details stated beside it).
     """
@@ -318,6 +344,8 @@ class AdaLRSConfig:
     counter_trial: bool = False
     inconclusive_turns: bool = True
     inconclusive_shrinks: bool = False
+    inconclusive_restores: bool = False
+    boundary_tested: bool = False
     factor_shrink: float = 0.5
     min_trial_factor: float = 1.0
     settle_steps: int = 0
@@ -328,6 +356,7 @@ class AdaLRSConfig:
     opening_tail: int | None = None
     opening_narrows: bool = False
     opening_refine: int = 0
+    opening_trials: str = "all"
 
     @classmethod
     def paper(cls, total_steps: int, **fields: Any) -> AdaLRSConfig:
@@ -380,11 +409,19 @@ class AdaLRSConfig:
         check_choice("backtrack_mode", self.backtrack_mode, ("continue", "rewind"))
         check_choice("restore", self.restore, ("always", "regressed"))
         check_choice("reference", self.reference, REFERENCES)
+        check_choice("opening_trials", self.opening_trials, ("all", "edge"))
+        check(
+            self.opening_trials == "all" or self.two_sided,
+            f"opening_trials is {self.opening_trials!r}, but 'edge' stops the two-sided "
+            "search's trials and needs two_sided=True",
+        )
         for name in (
             "two_sided",
             "counter_trial",
             "inconclusive_turns",
             "inconclusive_shrinks",
+            "inconclusive_restores",
+            "boundary_tested",
             "opening_narrows",
         ):
             value = getattr(self, name)
@@ -719,6 +756,7 @@ class AdaLRS:
         self._hist_y: deque[float] = deque(maxlen=maxlen)
         self._n_windows = 0
         self._prev_v: float | None = None
+        self._prev_se: float | None = None
         self._trial: Trial | None = None
         self._val = _Fit()
         self._val_xs: list[int] = []
@@ -944,6 +982,8 @@ class AdaLRS:
         if c.opening_narrows:
             cap = math.sqrt(opening_bracket(order, best))
             self._factors = {d: min(f, cap) for d, f in self._factors.items()}
+        if c.opening_trials == "edge" and opening_bracketed(order, best):
+            self._factors = {"up": 1.0, "down": 1.0}  # bracketed: no trial follows
         if order[best] != 1:
             self._adjustments += 1
         restore = best != len(order) - 1
@@ -966,6 +1006,7 @@ class AdaLRS:
         self._hist_y.clear()
         self._n_windows = 0
         self._prev_v = None
+        self._prev_se = None
         self._theta = self.config.theta0
         self._win.reset()
         self._win_x.clear()
@@ -1016,6 +1057,7 @@ class AdaLRS:
         self._win_y.clear()
         self._n_windows += 1
         prev_v, self._prev_v = self._prev_v, v
+        prev_se, self._prev_se = self._prev_se, se
         if self._n_windows < 2 or prev_v is None:
             if v > 0 and c.snapshot_policy == "windows":
                 return Action.SNAPSHOT
@@ -1025,7 +1067,7 @@ class AdaLRS:
         decayed = velocity_decayed(v, prev_v, self._theta)
         if decayed and trial_fits and direction is not None:
             return self._start_trial(step, v, prev_v, factor, emitted, direction)
-        if loss_rose_twice(v, prev_v):
+        if loss_rose_twice(v, prev_v, *self._boundary_bounds(se, prev_se)):
             return self._boundary_downscale(step, v, prev_v, emitted)
         if not decayed:  # (decayed: no trial fits before the search ends, or no factor > 1)
             self._theta = relaxed_theta(self._theta, c.theta_relax)
@@ -1033,11 +1075,31 @@ class AdaLRS:
             return Action.SNAPSHOT
         return action
 
+    def _boundary_bounds(self, se: float, prev_se: float | None) -> tuple[float, float]:
+        """The error bounds the two rising windows must clear (0, 0 unless
+        ``boundary_tested``)."""
+        c = self.config
+        if not c.boundary_tested:
+            return 0.0, 0.0
+
+        def bound(x: float) -> float:
+            return slope_error_bound(
+                x, x, fixed=c.error_bound, factor=c.error_factor, floor=c.error_floor
+            )
+
+        return bound(se), bound(prev_se if prev_se is not None else 0.0)
+
     def _boundary_downscale(self, step: int, v: float, prev_v: float, emitted: list) -> Action:
         """The loss rose in two windows: downscale, and restore the last good snapshot (policy
-        ``windows``)."""
+        ``windows``; not in ``backtrack_mode="rewind"``: a rewind replays the same data, and
+        where the loss is flat the same noise would rise again, downscale after downscale)."""
         before = self._scale
-        restore = self.config.snapshot_policy == "windows" and self._snapshot_step is not None
+        c = self.config
+        restore = (
+            c.snapshot_policy == "windows"
+            and c.backtrack_mode == "continue"
+            and self._snapshot_step is not None
+        )
         self._scale = self._downscale(step, before)
         self._adjustments += 1
         self._event(
@@ -1208,7 +1270,8 @@ class AdaLRS:
         return Action.CONTINUE
 
     def _drop_trial(self, step: int, emitted: list, info: dict[str, Any]) -> Action:
-        """Inconclusive: back to the pre-trial scale (model and H kept), theta more eager."""
+        """Inconclusive: back to the pre-trial scale (model and H kept), theta more eager.
+        ``inconclusive_restores``: the model goes back to the trial's snapshot too (H kept)."""
         tr, c = self._trial, self.config
         self._trial = None
         self._phase = "search"
@@ -1225,6 +1288,9 @@ class AdaLRS:
         self._win.reset()
         self._win_x.clear()
         self._win_y.clear()
+        restore = c.inconclusive_restores
+        if restore and c.backtrack_mode == "continue":
+            self._move_history_to(step)
         self._event(
             emitted,
             step,
@@ -1232,9 +1298,19 @@ class AdaLRS:
             tr.base_scale,
             theta=self._theta,
             direction=tr.direction,
+            restore_step=self._snapshot_step if restore else None,
             **info,
         )
-        return Action.CONTINUE
+        return Action.RESTORE if restore else Action.CONTINUE
+
+    def _move_history_to(self, step: int) -> None:
+        """After a restore in continue mode with H kept: H's steps are moved on by the
+        discarded ones, so that H ends where the restored model stands (right before the next
+        step)."""
+        shift = step - self._hist_x[-1]
+        xs = [x + shift for x in self._hist_x]
+        self._hist_x.clear()
+        self._hist_x.extend(xs)
 
     def _fail_trial(self, step: int, emitted: list, reason: str, **info: Any) -> Action:
         """A failed trial. The paper: restore and downscale by 1/beta'. Two-sided: back to the
@@ -1299,10 +1375,7 @@ class AdaLRS:
     def _begin_counter_trial(self, step, failed: Trial, direction, factor, emitted) -> None:
         """Start the trial the other way from the restored model: H is kept, its steps moved
         on by the discarded ones so that it ends right before the next step."""
-        shift = step - self._hist_x[-1]  # H ends where the restored model stands
-        xs = [x + shift for x in self._hist_x]
-        self._hist_x.clear()
-        self._hist_x.extend(xs)
+        self._move_history_to(step)
         s0 = failed.base_scale
         target = s0 * factor if direction == "up" else s0 / factor
         self._trial = Trial(
@@ -1348,6 +1421,7 @@ class AdaLRS:
             "hist_y": list(self._hist_y),
             "n_windows": self._n_windows,
             "prev_v": self._prev_v,
+            "prev_se": self._prev_se,
             "trial": self._trial.to_state() if self._trial is not None else None,
             "val_x": list(self._val_xs),
             "val_y": list(self._val_ys),
@@ -1415,6 +1489,8 @@ class AdaLRS:
             self._hist_y.extend(float(y) for y in state["hist_y"])
             self._n_windows = int(state["n_windows"])
             self._prev_v = None if state["prev_v"] is None else float(state["prev_v"])
+            prev_se = state.get("prev_se")  # newer than version 3's first releases
+            self._prev_se = None if prev_se is None else float(prev_se)
             trial = state["trial"]
             self._trial = Trial.from_state(trial) if trial is not None else None
             self._val.reset()

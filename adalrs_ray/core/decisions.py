@@ -141,9 +141,11 @@ def velocity_decayed(v: float, v_prev: float, theta: float) -> bool:
     return v_prev > 0 and v < theta * v_prev
 
 
-def loss_rose_twice(v: float, v_prev: float) -> bool:
-    """The boundary rule's condition v_t < 0 and v_{t-k} < 0: the loss rose in two windows."""
-    return v < 0 and v_prev < 0
+def loss_rose_twice(v: float, v_prev: float, e: float = 0.0, e_prev: float = 0.0) -> bool:
+    """The boundary rule's condition v_t < 0 and v_{t-k} < 0: the loss rose in two windows.
+    With error bounds ``e`` and ``e_prev`` (``boundary_tested``), each rise must exceed twice
+    its window's bound, as a trial's verdict must: v_t < -2e and v_{t-k} < -2e_prev."""
+    return v < -2 * e and v_prev < -2 * e_prev
 
 
 def relaxed_theta(theta: float, relax: float) -> float:
@@ -477,6 +479,13 @@ def opening_bracket(order: Sequence[float], best: int) -> float:
         if i != best
     ]
     return min(ratios) if ratios else math.inf
+
+
+def opening_bracketed(order: Sequence[float], best: int) -> bool:
+    """Whether the opening tried a multiplier below its choice and one above it: the
+    optimum is then bracketed by what it measured (an edge choice may lie short of it)."""
+    b = order[best]
+    return any(x < b for x in order) and any(x > b for x in order)
 
 
 def opening_refinement(order: Sequence[float], best: int) -> list[float]:

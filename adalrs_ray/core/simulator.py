@@ -166,6 +166,7 @@ class SimResult:
     losses: list[float] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     controller: AdaLRS | None = None
+    compute_steps: int = 0  # every step simulated, rewound ones included
 
     @property
     def final_scale(self) -> float:
@@ -187,35 +188,51 @@ def simulate(
     """Drive ``sim`` with AdaLRS (``config``) or without it (``config=None``).
 
     ``base_lr`` is a constant or a schedule ``step -> lr``. With ``backtracking=False`` the
-    RESTORE action is ignored (the paper's ablation, Fig. 4a). Snapshots keep the model state
-    but not the noise stream: the data moves on, as in a real run.
+    RESTORE action is ignored (the paper's ablation, Fig. 4a). In ``backtrack_mode="continue"``
+    snapshots keep the model state but not the noise stream: the data moves on, as in a real
+    run. In ``"rewind"`` a RESTORE also takes the step counter back to ``restore_step + 1`` and
+    replays the noise stream from there, as a loop that rewinds its data does: the result's
+    lists then hold the steps of the run as it finally went, and ``compute_steps`` counts every
+    step simulated.
     """
     ctl = AdaLRS(config) if config is not None else None
     total = steps if steps is not None else (config.total_steps if config else None)
     if total is None:
         raise ValueError("steps is None and there is no config to take total_steps from")
+    rewind = config is not None and config.backtrack_mode == "rewind" and backtracking
+    if rewind and isinstance(sim, LossReplayer):
+        raise ValueError(
+            "backtrack_mode is 'rewind', but a LossReplayer cannot rewind (its log is what "
+            "happened): use backtrack_mode='continue' or backtracking=False"
+        )
     schedule = base_lr if callable(base_lr) else (lambda _t, v=float(base_lr): v)
     out = SimResult(controller=ctl)
     snapshot: dict[str, Any] | None = None
     if ctl is not None and ctl.begin().action is Action.SNAPSHOT:  # the opening, before step 0
-        snapshot = sim.state_dict(include_rng=False)
-    for t in range(total):
+        snapshot = sim.state_dict(include_rng=rewind)
+    t = 0
+    while t < total:
         scale = ctl.scale if ctl is not None else 1.0
         lr = schedule(t) * scale
         loss = sim.step(lr)
+        out.compute_steps += 1
         out.lrs.append(lr)
         out.scales.append(scale)
         out.losses.append(loss)
+        t += 1
         if ctl is None:
             continue
-        d = ctl.observe(t, loss)
+        d = ctl.observe(t - 1, loss)
         out.events.extend(d.events)
         if d.action is Action.SNAPSHOT:
-            snapshot = sim.state_dict(include_rng=False)
+            snapshot = sim.state_dict(include_rng=rewind)
         elif d.action is Action.RESTORE and backtracking:
             if snapshot is None:
                 raise RuntimeError("the controller asked RESTORE before any SNAPSHOT")
             sim.load_state_dict(snapshot)
+            if rewind:  # back to the step after the snapshot, data included
+                t = d.restore_step + 1
+                del out.lrs[t:], out.scales[t:], out.losses[t:]
     return out
 
 

@@ -463,9 +463,11 @@ class AdaLRSScheduler:
     def _pre_step_hook(self, optimizer, args, kwargs) -> None:
         self._apply_lr()
 
-    def _advance_base(self) -> None:
-        """Move the base schedule to step ``last_step + 1`` and write the next LRs."""
-        if self._base_kind == "scheduler":
+    def _advance_base(self, step_scheduler: bool = True) -> None:
+        """Move the base schedule to step ``last_step + 1`` and write the next LRs.
+        ``step_scheduler=False``: a base scheduler restored from the snapshot taken before the
+        first step already stands at step 0."""
+        if self._base_kind == "scheduler" and step_scheduler:
             # Chainable schedulers (CosineAnnealingLR, ExponentialLR, ...) compute from
             # group["lr"]: hand them the unscaled value they produced last.
             for group, base_lr in zip(self._optimizer.param_groups, self._base.get_last_lr()):
@@ -499,7 +501,9 @@ class AdaLRSScheduler:
             if self._mode == "rewind":
                 next_last = restored
         self._last_step = next_last
-        self._advance_base()
+        # the snapshot before the first step (the opening's) holds a base scheduler that
+        # already gives step 0's LR; every other snapshot holds the one of its own step
+        self._advance_base(step_scheduler=not (self._mode == "rewind" and next_last == -1))
         return decision
 
     # ------------------------------------------------------------------ snapshot / restore
