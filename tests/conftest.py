@@ -33,6 +33,19 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (the tiny LM tests: two threads of a 2-core machine
+    only contend), the previous count restored after it. Modules take it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
     """A small directory corpus with learnable structure (fast to tokenize), shared by the LM

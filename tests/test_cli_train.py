@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from adalrs_ray.cli import main
 from adalrs_ray.experiments import sweep as cli_train
@@ -22,12 +21,7 @@ def corpus(tmp_path_factory):
     return root
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _common(corpus, tmp_path):

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from lm_configs import tiny_lm_config
 
 from train_loops.lm import LMConfig, LMTrainer, find_checkpoint
 
@@ -20,31 +21,20 @@ OPENING = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(corpus, tmp_path, loop=None, **options) -> LMConfig:
-    return LMConfig(
+    return tiny_lm_config(
+        corpus,
+        tmp_path / "cache",
         **(loop or {}),
-        preset="tiny",
-        data=str(corpus),
-        cache_dir=str(tmp_path / "cache"),
-        seq_len=32,
-        batch_size=4,
         eval_batches=1,
         lr=3e-3,
         steps=60,
         window=5,
         adalrs=True,
         adalrs_options={**OPENING, **options},
-        device="cpu",
-        log_every=1000,
-        seed=1,
         save_final=False,
     )
 

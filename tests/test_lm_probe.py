@@ -8,37 +8,19 @@ import math
 import numpy as np
 import pytest
 import torch
+from lm_configs import tiny_lm_config
 
 from adalrs_ray.core.controller import replay
 from train_loops import data as lmdata
 from train_loops.lm import LMConfig, LMTrainer, LoopHooks
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(corpus, tmp_path, **kw) -> LMConfig:
-    base = dict(
-        preset="tiny",
-        data=str(corpus),
-        cache_dir=str(tmp_path / "cache"),
-        seq_len=32,
-        batch_size=4,
-        eval_batches=2,
-        lr=3e-3,
-        steps=60,
-        device="cpu",
-        log_every=1000,
-        seed=1,
-        save_final=False,
+    return tiny_lm_config(
+        corpus, tmp_path / "cache", **{"lr": 3e-3, "steps": 60, "save_final": False, **kw}
     )
-    base.update(kw)
-    return LMConfig(**base)
 
 
 def test_the_probe_batch_is_the_tail_of_validation_disjoint_from_evaluation(corpus, tmp_path):

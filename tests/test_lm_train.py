@@ -9,6 +9,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+from lm_configs import tiny_lm_config
 
 from train_loops.lm import METRIC_COLUMNS, LMConfig, LMTrainer, LoopHooks, find_checkpoint, run
 
@@ -20,30 +21,11 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(corpus, cache, **kw) -> LMConfig:
-    base = dict(
-        preset="tiny",
-        data=str(corpus),
-        cache_dir=str(cache),
-        seq_len=32,
-        batch_size=4,
-        eval_batches=2,
-        lr=3e-3,
-        steps=40,
-        device="cpu",
-        log_every=1000,
-        seed=1,
-    )
-    base.update(kw)
-    return LMConfig(**base)
+    return tiny_lm_config(corpus, cache, **{"lr": 3e-3, **kw})
 
 
 def test_tiny_preset_loss_falls_on_the_stdlib_corpus(tmp_path):
