@@ -38,6 +38,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     try:
         _check_rank(rank, dist)
         open(os.path.join(out_dir, f"ok{rank}"), "w").close()
+        # no rank tears gloo down while the other still talks to it: under a loaded full run
+        # one rank's destroy_process_group aborted the other ("terminate called without an
+        # active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
