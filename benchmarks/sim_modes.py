@@ -143,13 +143,8 @@ CONFIGS["opening_only_rw"] = {**CONFIGS["opening_rw"], "min_trial_factor": 100.0
 # ... and with the boundary rule firing only on significant rises
 for _name in ("opening_rw", "opening_rw_irs", "opening_only_rw"):
     CONFIGS[_name + "_bt"] = {**CONFIGS[_name], "boundary_tested": True}
-# trials after the opening only when its choice is at the edge of what it tried
-CONFIGS["opening_rw_bt_edge"] = {**CONFIGS["opening_rw_bt"], "opening_trials": "edge"}
-CONFIGS["opening_narrow_bt_edge"] = {
-    **CONFIGS["opening_narrow"],
-    "boundary_tested": True,
-    "opening_trials": "edge",
-}
+# (with opening_trials="edge" added, opening_rw_bt is rule_opening_rw, and opening_narrow
+# with boundary_tested and "edge" is rule_opening)
 CONFIGS["opening_narrow_bt"] = {**CONFIGS["opening_narrow"], "boundary_tested": True}
 CONFIGS["default_bt"] = {"base": "default", "boundary_tested": True}
 CONFIGS["opening_rw_s"] = {
@@ -216,11 +211,10 @@ def make_config(mode: Mode, fields: dict[str, Any] | str) -> AdaLRSConfig:
 
 
 def _per_window(value: Any, window: int) -> Any:
-    return (
-        {"window/2": window // 2, "window": window}.get(value, value)
-        if isinstance(value, str)
-        else value
-    )
+    """A field value given as "window" or "window/2" in that mode's steps; others as given."""
+    if isinstance(value, str):
+        return {"window/2": window // 2, "window": window}.get(value, value)
+    return value
 
 
 def _beyond(base: dict[str, Any], fields: dict[str, Any]) -> AdaLRSConfig:

@@ -210,19 +210,20 @@ def simulate(
     snapshot: dict[str, Any] | None = None
     if ctl is not None and ctl.begin().action is Action.SNAPSHOT:  # the opening, before step 0
         snapshot = sim.state_dict(include_rng=rewind)
-    t = 0
-    while t < total:
+    step = 0  # the run's step, which a rewind takes back
+    while step < total:
         scale = ctl.scale if ctl is not None else 1.0
-        lr = schedule(t) * scale
+        lr = schedule(step) * scale
         loss = sim.step(lr)
         out.compute_steps += 1
         out.lrs.append(lr)
         out.scales.append(scale)
         out.losses.append(loss)
-        t += 1
         if ctl is None:
+            step += 1
             continue
-        d = ctl.observe(t - 1, loss)
+        d = ctl.observe(step, loss)
+        step += 1
         out.events.extend(d.events)
         if d.action is Action.SNAPSHOT:
             snapshot = sim.state_dict(include_rng=rewind)
@@ -231,8 +232,8 @@ def simulate(
                 raise RuntimeError("the controller asked RESTORE before any SNAPSHOT")
             sim.load_state_dict(snapshot)
             if rewind:  # back to the step after the snapshot, data included
-                t = d.restore_step + 1
-                del out.lrs[t:], out.scales[t:], out.losses[t:]
+                step = d.restore_step + 1
+                del out.lrs[step:], out.scales[step:], out.losses[step:]
     return out
 
 
