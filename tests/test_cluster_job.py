@@ -87,24 +87,56 @@ def _stop(temp_dir: str) -> None:
             return
 
 
+def _head_ports() -> tuple[list[int], int]:
+    """Nine free ports for the head's components and the low end of a 201-port worker range
+    that holds none of them: Ray refuses a start whose worker range contains another
+    component's port ("... is trying to use a port number ... that is used by other
+    components", ray/_private/parameter.py), and a range drawn at random did, once in CI."""
+    ports = _free_ports(9)
+    while True:
+        low = _free_ports(1)[0]
+        if low + 200 <= 65535 and not any(low <= p <= low + 200 for p in ports):
+            return ports, low
+
+
+def _start_head(temp_dir: str, env: dict[str, str]) -> int:
+    """``ray start --head`` on fresh free ports; a port taken between the draw and the start
+    makes it fail, so it is tried up to three times. Returns the dashboard port."""
+    errors = []
+    for _ in range(3):
+        (gcs, dash, client, node, obj, agent, agent_grpc, rt_env, metrics), low = _head_ports()
+        cmd = [RAY, "start", "--head", "--num-cpus", "2", "--node-ip-address", "127.0.0.1"]
+        cmd += ["--port", str(gcs), "--dashboard-host", "127.0.0.1"]
+        cmd += ["--dashboard-port", str(dash), "--ray-client-server-port", str(client)]
+        cmd += ["--node-manager-port", str(node), "--object-manager-port", str(obj)]
+        cmd += ["--dashboard-agent-listen-port", str(agent)]
+        cmd += ["--dashboard-agent-grpc-port", str(agent_grpc), "--runtime-env-agent-port"]
+        cmd += [str(rt_env), "--metrics-export-port", str(metrics), "--temp-dir", temp_dir]
+        cmd += ["--min-worker-port", str(low), "--max-worker-port", str(low + 200)]
+        cmd += ["--disable-usage-stats", "--include-dashboard", "true"]
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        if run.returncode == 0:
+            return dash
+        errors.append(f"exit {run.returncode}: {(run.stdout + run.stderr)[-2000:]}")
+        _stop(temp_dir)
+    raise RuntimeError("ray start --head failed three times:\n" + "\n---\n".join(errors))
+
+
+def test_the_worker_port_range_holds_no_component_port():
+    for _ in range(50):
+        ports, low = _head_ports()
+        assert len(set(ports)) == 9 and low + 200 <= 65535
+        assert not [p for p in ports if low <= p <= low + 200]
+
+
 @pytest.fixture
 def head():
     """A 2-CPU head node on free localhost ports; yields (dashboard URL, env, temp dir)."""
     # short: Ray's Unix socket paths under the temp dir must stay below 108 bytes
     temp_dir = tempfile.mkdtemp(prefix="adalrs_cj_", dir="/tmp")
-    gcs, dash, client, node, obj, agent, agent_grpc, rt_env, metrics = _free_ports(9)
-    low = _free_ports(1)[0]
     env = _env()
-    cmd = [RAY, "start", "--head", "--num-cpus", "2", "--node-ip-address", "127.0.0.1"]
-    cmd += ["--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash)]
-    cmd += ["--ray-client-server-port", str(client), "--node-manager-port", str(node)]
-    cmd += ["--object-manager-port", str(obj), "--dashboard-agent-listen-port", str(agent)]
-    cmd += ["--dashboard-agent-grpc-port", str(agent_grpc), "--runtime-env-agent-port"]
-    cmd += [str(rt_env), "--metrics-export-port", str(metrics), "--temp-dir", temp_dir]
-    cmd += ["--min-worker-port", str(low), "--max-worker-port", str(low + 200)]
-    cmd += ["--disable-usage-stats", "--include-dashboard", "true"]
     try:
-        subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=120)
+        dash = _start_head(temp_dir, env)
         yield f"http://127.0.0.1:{dash}", env, temp_dir
     finally:
         _stop(temp_dir)
