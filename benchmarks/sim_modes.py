@@ -34,7 +34,11 @@ STARTS = (0.1, 1 / 3, 1.0, 3.0, 10.0)
 # named configurations: the fields they set on top of the paper's rule
 CONFIGS: dict[str, dict[str, Any]] = {
     "paper": {},
-    "default": "default",  # AdaLRSConfig's own defaults
+    # AdaLRSConfig's own defaults: simulate() runs them as a loop that rewinds (the opening
+    # rule in rewind mode); "rule_regression" is the default of a loop that cannot rewind,
+    # and the default before backtrack_mode="auto"
+    "default": "default",
+    "rule_regression": {"rule": "regression"},
     "two_sided": {"two_sided": True, "factor_shrink": 0.5},
     "restore_regressed": {"restore": "regressed"},
     "settle": {"settle_steps": "window/2"},
@@ -50,14 +54,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "reference": "regression",
     },
     "trajectory": {"two_sided": True, "factor_shrink": 0.5, "reference": "trajectory"},
-    # the default with the regression line read only inside H's range of levels
+    # the regression rule with the regression line read only inside H's range of levels
     "in_range": {
         "two_sided": True,
         "factor_shrink": 0.5,
         "restore": "regressed",
         "reference": "regression_in_range",
     },
-    # the default, but an inconclusive trial keeps its direction
+    # the regression rule, but an inconclusive trial keeps its direction
     "keep_direction": {
         "two_sided": True,
         "factor_shrink": 0.5,
@@ -65,7 +69,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "reference": "regression",
         "inconclusive_turns": False,
     },
-    # the default, but an inconclusive trial shrinks its direction's factor too
+    # the regression rule, but an inconclusive trial shrinks its direction's factor too
     "shrink_inconclusive": {
         "two_sided": True,
         "factor_shrink": 0.5,
@@ -73,20 +77,20 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "reference": "regression",
         "inconclusive_shrinks": True,
     },
-    # the default with the opening range test at the search start: 1/10, 1/sqrt(10),
+    # the regression rule with the opening range test at the search start: 1/10, 1/sqrt(10),
     # sqrt(10), 10 and 1, each for one window from the same snapshot
-    "opening": {"base": "default", "opening_factors": (0.1, 0.316, 3.16, 10.0)},
+    "opening": {"base": "regression", "opening_factors": (0.1, 0.316, 3.16, 10.0)},
     # the same with a narrower field (1/sqrt(10), sqrt(10) and 1): fewer steps spent
-    "opening3": {"base": "default", "opening_factors": (0.316, 3.16)},
+    "opening3": {"base": "regression", "opening_factors": (0.316, 3.16)},
     # the opening, then trial factors of at most sqrt(3.16) = 1.78 (the bracket's half)
     "opening_narrow": {
-        "base": "default",
+        "base": "regression",
         "opening_factors": (0.1, 0.316, 3.16, 10.0),
         "opening_narrows": True,
     },
     # the opening rule with one refinement round (1.78 around the choice)
     "opening_refine": {
-        "base": "default",
+        "base": "regression",
         "opening_factors": (0.1, 0.316, 3.16, 10.0),
         "opening_narrows": True,
         "opening_refine": 1,
@@ -95,7 +99,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # noise stream back too (a loop that rewinds its data), so failed trials and the opening's
     # discarded multipliers cost compute, not steps of the run
     "opening_rw": {
-        "base": "default",
+        "base": "regression",
         "opening_factors": (0.1, 0.316, 3.16, 10.0),
         "opening_narrows": True,
         "backtrack_mode": "rewind",
@@ -131,8 +135,11 @@ CONFIGS["opening_rw_irs"] = {
 }
 CONFIGS["opening_rw_irs_settle"] = {**CONFIGS["opening_rw_irs"], "settle_steps": "window/2"}
 CONFIGS["opening_rw_irs_settle1"] = {**CONFIGS["opening_rw_irs"], "settle_steps": "window"}
-# the named rule "opening" as it stands, in both backtrack modes
+# the named rule "opening" as it stands, in both backtrack modes ("auto": simulate() rewinds)
 CONFIGS["rule_opening"] = {"rule": "opening"}
+CONFIGS["rule_opening_continue"] = {"rule": "opening", "backtrack_mode": "continue"}
+# the default with a longer opening (against the short-horizon bias of a one-window opening)
+CONFIGS["opening_2w"] = {"rule": "opening", "opening_steps": "2*window"}
 CONFIGS["rule_opening_rw"] = {
     "rule": "opening",
     "backtrack_mode": "rewind",
@@ -146,7 +153,7 @@ for _name in ("opening_rw", "opening_rw_irs", "opening_only_rw"):
 # (with opening_trials="edge" added, opening_rw_bt is rule_opening_rw, and opening_narrow
 # with boundary_tested and "edge" is rule_opening)
 CONFIGS["opening_narrow_bt"] = {**CONFIGS["opening_narrow"], "boundary_tested": True}
-CONFIGS["default_bt"] = {"base": "default", "boundary_tested": True}
+CONFIGS["default_bt"] = {"base": "regression", "boundary_tested": True}
 CONFIGS["opening_rw_s"] = {
     **CONFIGS["opening_rw"],
     "inconclusive_shrinks": True,
@@ -205,15 +212,16 @@ def make_config(mode: Mode, fields: dict[str, Any] | str) -> AdaLRSConfig:
     fields = {k: _per_window(v, mode.window) for k, v in fields.items()}
     if "rule" in fields:  # a named rule (adalrs_ray.core.controller.RULES) + fields
         return AdaLRSConfig.from_dict({**base, **fields})
-    if fields.get("base") == "default":  # the default + fields
-        return AdaLRSConfig(**base, **{k: v for k, v in fields.items() if k != "base"})
+    if fields.get("base") == "regression":  # the regression rule (continue mode) + fields
+        rest = {k: v for k, v in fields.items() if k != "base"}
+        return AdaLRSConfig.from_dict({"rule": "regression", **base, **rest})
     return AdaLRSConfig.paper(**base) if not fields else _beyond(base, fields)
 
 
 def _per_window(value: Any, window: int) -> Any:
     """A field value given as "window" or "window/2" in that mode's steps; others as given."""
     if isinstance(value, str):
-        return {"window/2": window // 2, "window": window}.get(value, value)
+        return {"window/2": window // 2, "window": window, "2*window": 2 * window}.get(value, value)
     return value
 
 

@@ -49,18 +49,67 @@ def events(ctl: AdaLRS, kind: str) -> list[dict]:
 
 
 # ---------------------------------------------------------------- AdaLRSConfig.paper
-def test_paper_names_the_papers_rule_and_the_default_is_the_regression_rule():
+def test_paper_names_the_papers_rule_and_the_default_follows_the_loop():
     whole = dict(window=K, start_ratio=0.0, end_ratio=1.0)
     paper = AdaLRSConfig.paper(100, **whole)
     assert paper == AdaLRSConfig.from_dict({"rule": "paper", "total_steps": 100, **whole})
     assert paper.is_paper and (paper.two_sided, paper.reference) == (False, "nearest")
+    assert (paper.backtrack_mode, paper.decay_basis, paper.opening_factors) == (
+        "continue",
+        "windows",
+        (),
+    )
+    assert paper.resolved(rewinds=True) is paper  # a named mode is not the loop's to pick
     default = AdaLRSConfig(total_steps=100, **whole)
-    assert not default.is_paper
-    assert default == AdaLRSConfig.from_dict({"rule": "regression", "total_steps": 100, **whole})
+    assert not default.is_paper and default.backtrack_mode == "auto"
+    # where the loop cannot rewind: the regression rule, in continue mode
+    regression = AdaLRSConfig.from_dict({"rule": "regression", "total_steps": 100, **whole})
+    assert default.resolved(rewinds=False) == regression
+    assert AdaLRS(default).config == regression  # a loop that says nothing does not rewind
+    # where it rewinds: the opening rule, in rewind mode
+    opening = AdaLRSConfig.from_dict(
+        {"rule": "opening", "total_steps": 100, "backtrack_mode": "rewind", **whole}
+    )
+    assert default.resolved(rewinds=True) == opening
+    assert (opening.decay_basis, opening.opening_trials, opening.boundary_tested) == (
+        "adjustments",
+        "edge",
+        True,
+    )
     assert AdaLRSConfig.paper(100, alpha=2.0, beta=1.5, **whole).alpha == 2.0
     with pytest.raises(ValueError, match="two_sided"):
         AdaLRSConfig.paper(100, two_sided=True, **whole)
     AdaLRSConfig.paper(100, two_sided=False, **whole)  # the paper's value is accepted
+
+
+def test_fields_left_to_the_loop_follow_a_named_mode_and_keep_what_the_caller_set():
+    base = dict(total_steps=1000, window=20)
+    rw = AdaLRSConfig(backtrack_mode="rewind", **base)
+    assert rw.opening_factors == (0.1, 0.316, 3.16, 10.0) and rw.decay_basis == "adjustments"
+    mine = AdaLRSConfig(backtrack_mode="rewind", opening_factors=(), boundary_tested=False, **base)
+    assert (mine.opening_factors, mine.boundary_tested, mine.opening_narrows) == ((), False, True)
+    # "edge" needs two-sided trials: a one-sided config gets "all"
+    one = AdaLRSConfig(backtrack_mode="rewind", two_sided=False, **base)
+    assert one.opening_trials == "all"
+    cont = AdaLRSConfig(backtrack_mode="continue", **base)
+    assert (cont.opening_factors, cont.decay_basis, cont.boundary_tested) == ((), "windows", False)
+    auto = AdaLRSConfig(**base)
+    assert AdaLRSConfig.from_dict(auto.to_dict()) == auto
+    assert auto.opening_order == () and auto.opening_factors is None
+    # an explicit field the rewind mode refuses fails where the loop resolves it
+    odd = AdaLRSConfig(decay_basis="windows", **base)
+    assert odd.resolved(rewinds=False).decay_basis == "windows"
+    with pytest.raises(ValueError, match="decay_basis='adjustments'"):
+        odd.resolved(rewinds=True)
+    with pytest.raises(ValueError, match="backtrack_mode"):
+        AdaLRSConfig(backtrack_mode="replay", **base)
+    # an opening only a rewinding loop can fit is accepted, and refused where it cannot
+    long = AdaLRSConfig.from_dict({"rule": "opening", **base, "opening_steps": 70})
+    assert long.resolved(rewinds=True).opening_steps == 70
+    with pytest.raises(ValueError, match="opening.*runs as 'continue' in a loop that does not"):
+        AdaLRS(long)
+    with pytest.raises(ValueError, match="needs at least 8$"):  # neither kind: the plain error
+        AdaLRSConfig(total_steps=5)
 
 
 @pytest.mark.parametrize(

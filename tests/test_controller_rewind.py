@@ -138,7 +138,8 @@ def test_a_replayer_refuses_rewind_mode():
 
 def test_continue_mode_simulates_exactly_the_run_length():
     sim = LossSimulator(seed=0)
-    res = simulate(sim, sim.lr_opt, AdaLRSConfig(total_steps=3000, window=60))
+    cfg = AdaLRSConfig(total_steps=3000, window=60, backtrack_mode="continue")
+    res = simulate(sim, sim.lr_opt, cfg)
     assert res.compute_steps == len(res.losses) == 3000
 
 

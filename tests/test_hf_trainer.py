@@ -250,8 +250,13 @@ def test_trainer_without_the_mixin_is_refused(tmp_path):
 
 
 def test_rewind_mode_and_bad_controllers_are_refused():
-    with pytest.raises(ValueError, match="backtrack_mode.*'rewind'"):
-        AdaLRSTrainerCallback(AdaLRSConfig(total_steps=10, window=2, backtrack_mode="rewind"))
+    rewind = AdaLRSConfig(total_steps=1000, window=20, backtrack_mode="rewind")
+    with pytest.raises(ValueError, match="backtrack_mode.*'rewind'.*cannot be rewound"):
+        AdaLRSTrainerCallback(rewind)
+    # the default resolves as a loop that cannot rewind: the regression rule, no opening
+    cb = AdaLRSTrainerCallback(AdaLRSConfig(total_steps=1000, window=20))
+    assert cb.controller.config.backtrack_mode == "continue"
+    assert cb.controller.config.opening_factors == ()
     with pytest.raises(ValueError, match="controller"):
         AdaLRSTrainerCallback(object())
 

@@ -219,8 +219,11 @@ def test_resume_from_a_checkpoint_without_adalrs_state_is_refused(tmp_path):
 
 
 def test_rewind_mode_is_refused():
-    with pytest.raises(ValueError, match="backtrack_mode.*'rewind'"):
-        AdaLRSLightningCallback(AdaLRSConfig(total_steps=10, window=2, backtrack_mode="rewind"))
+    rewind = AdaLRSConfig(total_steps=1000, window=20, backtrack_mode="rewind")
+    with pytest.raises(ValueError, match="backtrack_mode.*'rewind'.*cannot be rewound"):
+        AdaLRSLightningCallback(rewind)
+    cb = AdaLRSLightningCallback(AdaLRSConfig(total_steps=1000, window=20))
+    assert cb.controller.config.backtrack_mode == "continue"  # "auto" here: no rewind
 
 
 class _DumpOnEnd(Callback):

@@ -60,7 +60,7 @@ def test_rewind_opening_goes_back_to_step_0_and_trains_the_whole_run(corpus, tmp
 
 
 def test_continue_opening_discards_the_steps_of_the_multipliers_it_did_not_keep(corpus, tmp_path):
-    tr = LMTrainer(_cfg(corpus, tmp_path))
+    tr = LMTrainer(_cfg(corpus, tmp_path, backtrack_mode="continue"))
     tr.setup()
     tr.train()
     steps = tr.metrics["step"]

@@ -98,10 +98,12 @@ _REWIND = {"backtrack_mode": "rewind", "decay_basis": "adjustments"}
         # the paper's rule: its trial at step 35 fails and restores after the resume
         dict(_ADALRS, adalrs_options={"end_ratio": 0.6, "rule": "paper"}),
         dict(_ADALRS, adalrs_options={"end_ratio": 0.6, "rule": "paper", **_REWIND}),
-        # the default rule: two-sided trials, the same run resumed in the middle of one
+        # the regression rule: two-sided trials, the same run resumed in the middle of one
+        dict(_ADALRS, adalrs_options={"end_ratio": 0.6, "rule": "regression"}),
+        # the default: the LM loop rewinds, so the opening rule in rewind mode
         dict(_ADALRS, adalrs_options={"end_ratio": 0.6}),
     ],
-    ids=["cosine", "adalrs-paper", "adalrs-paper-rewind", "adalrs"],
+    ids=["cosine", "adalrs-paper", "adalrs-paper-rewind", "adalrs-regression", "adalrs"],
 )
 def test_resume_reproduces_the_uninterrupted_run_exactly(corpus, cache, tmp_path, kw):
     # stop at step 38: mid report window; with AdaLRS (search [8, 48)) inside an upscale trial
@@ -113,9 +115,13 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(corpus, cache, tmp_path
     assert full["adalrs_events"] == resumed["adalrs_events"]
     if kw.get("adalrs") and kw["adalrs_options"].get("rule") == "paper":
         assert "restore" in set(a["action"][a["step"] > 38])
-    elif kw.get("adalrs"):
+    elif kw.get("adalrs") and kw["adalrs_options"].get("rule") == "regression":
         kinds = {e["kind"] for e in full["adalrs_events"]}
         assert {"trial_start"} <= kinds and kinds & {"keep", "inconclusive", "backtrack"}
+    elif kw.get("adalrs"):
+        kinds = [e["kind"] for e in full["adalrs_events"]]
+        assert kinds[:5] == ["opening_candidate"] * 4 + ["opening"]
+        assert full["steps_executed"] > full["steps"] == 80  # the opening's rewound steps
 
 
 def test_rewind_mode_moves_the_step_counter_back_to_the_snapshot(corpus, cache):
@@ -176,7 +182,15 @@ def test_nan_loss_with_adalrs_is_handled_by_the_controller(corpus, cache):
         return float("nan") if calls["n"] == 13 else float(t)
 
     summary = run(
-        _cfg(corpus, cache, steps=60, adalrs=True, window=4, report_every=60),
+        _cfg(
+            corpus,
+            cache,
+            steps=60,
+            adalrs=True,
+            window=4,
+            report_every=60,
+            adalrs_options={"backtrack_mode": "continue"},  # no opening: the search sees it
+        ),
         LoopHooks(reduce_mean=reduce_mean),
     )
     assert summary["status"] == "completed"
@@ -184,12 +198,41 @@ def test_nan_loss_with_adalrs_is_handled_by_the_controller(corpus, cache):
     assert "nonfinite_loss" in kinds
 
 
-def test_persistent_nan_with_adalrs_stops_after_nan_patience(corpus, cache):
+def test_nan_loss_in_the_default_opening_scores_its_multiplier_inf(corpus, cache):
+    calls = {"n": 0}
+
+    def reduce_mean(t):  # NaN at the 13th call: the first step of the fourth multiplier (10)
+        calls["n"] += 1
+        return float("nan") if calls["n"] == 13 else float(t)
+
     summary = run(
-        _cfg(corpus, cache, steps=60, adalrs=True, window=4, report_every=60, nan_patience=3),
+        _cfg(corpus, cache, steps=60, adalrs=True, window=4, report_every=60),
+        LoopHooks(reduce_mean=reduce_mean),
+    )
+    assert summary["status"] == "completed"
+    (opening,) = [e for e in summary["adalrs_events"] if e["kind"] == "opening"]
+    assert opening["factors"][3] == 10.0 and opening["scores"][3] == "inf"
+    assert opening["factor"] != 10.0
+
+
+@pytest.mark.parametrize("mode", ["continue", "auto"])
+def test_persistent_nan_with_adalrs_stops_after_nan_patience(corpus, cache, mode):
+    summary = run(
+        _cfg(
+            corpus,
+            cache,
+            steps=60,
+            adalrs=True,
+            window=4,
+            report_every=60,
+            nan_patience=3,
+            adalrs_options={"backtrack_mode": mode},
+        ),
         LoopHooks(reduce_mean=lambda t: float("nan")),
     )
-    assert summary["status"] == "diverged" and summary["steps"] == 3
+    assert summary["status"] == "diverged" and summary["steps_executed"] == 3
+    # "auto" rewinds in the LM loop: each NaN ends an opening multiplier and rewinds to step 0
+    assert summary["steps"] == (3 if mode == "continue" else 0)
 
 
 def test_report_hook_gets_design_keys_per_window_and_sums_compute(corpus, cache, tmp_path):

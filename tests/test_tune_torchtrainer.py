@@ -53,7 +53,15 @@ def comparison(ray_cluster, tmp_path_factory):
         get_arm(
             "adalrs",
             lrs=(1e-3,),
-            adalrs={"window": 4, "start_ratio": 0.1, "end_ratio": 0.9, "ramp_steps": 2},
+            # continue mode: no opening, so every trial reports exactly STEPS steps (the
+            # default's rewinds on two workers: test_ray_train.py, test_cli_compare.py)
+            adalrs={
+                "window": 4,
+                "start_ratio": 0.1,
+                "end_ratio": 0.9,
+                "ramp_steps": 2,
+                "backtrack_mode": "continue",
+            },
         ),
     ]
     sched = AdaLRSComparison(arms, total_steps=STEPS, report_every=EVERY)

@@ -286,12 +286,14 @@ class LMConfig:
         return min(50, self.steps)
 
     def adalrs_config(self) -> Any:
-        """The :class:`adalrs_ray.AdaLRSConfig` of this run (validated by the controller)."""
+        """The :class:`adalrs_ray.AdaLRSConfig` of this run (validated by the controller),
+        resolved for a loop that rewinds its data (``backtrack_mode="auto"`` is ``"rewind"``
+        here: the loop replays its batches after a restore)."""
         from adalrs_ray.core.controller import AdaLRSConfig
 
         return AdaLRSConfig.from_dict(
             {"total_steps": self.steps, "window": self.window, **self.adalrs_options}
-        )
+        ).resolved(rewinds=True)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -961,6 +963,8 @@ class LMTrainer:
             "device": str(self.device),
             "torch_threads": torch.get_num_threads(),
             "adalrs_events": self.scheduler_events(),
+            # the controller's config as this loop resolved it (backtrack_mode "auto": rewind)
+            "adalrs_config": self.adalrs_config.to_dict() if self.adalrs_config else None,
             "config": self.cfg.to_dict(),
         }
         if self.is_main and self.out_dir is not None:

@@ -101,23 +101,55 @@ _LATER_DEFAULTS = {
     "boundary_tested": False,
     "opening_trials": "all",
 }
+# the fields whose default (None; backtrack_mode "auto") follows the loop: where it rewinds
+# its data, the "opening" rule (its opening and failed trials cost compute, not steps of the
+# run); where it cannot, the "regression" rule (an opening would discard four windows of steps).
+# docs/controller.md, "The default follows the loop", gives the measurements.
+_BY_MODE: dict[str, dict[str, Any]] = {
+    "continue": {
+        "decay_basis": "windows",
+        "opening_factors": (),
+        "opening_narrows": False,
+        "opening_trials": "all",
+        "boundary_tested": False,
+    },
+    "rewind": {
+        "decay_basis": "adjustments",
+        "opening_factors": (0.1, 0.316, 3.16, 10.0),
+        "opening_narrows": True,
+        "opening_trials": "edge",
+        "boundary_tested": True,
+    },
+}
+BACKTRACK_MODES = ("auto", "continue", "rewind")
 # named rules: the beyond-the-paper fields each sets (docs/controller.md, "Beyond the paper",
 # gives the measurements behind each). A rule fills only the fields the caller did not set.
+# "paper", "regression" and "trajectory" were measured in continue mode and pin it; "opening"
+# leaves the mode to the loop ("auto": rewind where the loop rewinds its data).
 RULES: dict[str, dict[str, Any]] = {
-    "paper": dict(_V1_FIELDS),
-    # the default: two-sided trials, restore only on regress, v_ref from a line through H
+    "paper": {**_BY_MODE["continue"], "backtrack_mode": "continue", **_V1_FIELDS},
+    # the default where the loop cannot rewind: two-sided trials, restore only on regress,
+    # v_ref from a line through H
     "regression": {
+        **_BY_MODE["continue"],
+        "backtrack_mode": "continue",
         "two_sided": True,
         "factor_shrink": 0.5,
         "restore": "regressed",
         "reference": "regression",
     },
     # two-sided trials judged by the level against the base LR's extrapolated trajectory
-    "trajectory": {"two_sided": True, "factor_shrink": 0.5, "reference": "trajectory"},
-    # the default plus the opening range test before the first step over 1/10 .. 10x; trials
-    # after it only when its choice is at the edge of what it tried, and inside its bracket;
-    # the boundary rule only on significant rises (best with backtrack_mode="rewind" where
-    # the loop can rewind its data: docs/controller.md, "The opening")
+    "trajectory": {
+        **_BY_MODE["continue"],
+        "backtrack_mode": "continue",
+        "two_sided": True,
+        "factor_shrink": 0.5,
+        "reference": "trajectory",
+    },
+    # the default where the loop rewinds: the regression rule plus the opening range test
+    # before the first step over 1/10 .. 10x; trials after it only when its choice is at the
+    # edge of what it tried, and inside its bracket; the boundary rule only on significant
+    # rises (docs/controller.md, "The opening" and "After the opening")
     "opening": {
         "two_sided": True,
         "factor_shrink": 0.5,
@@ -186,7 +218,8 @@ class AdaLRSConfig:
         lam: lambda in (0, 1), decay of both factors (paper: 0.99).
         start_ratio, end_ratio: the search window [t_start, t_end) as fractions of
             ``total_steps`` (paper: [0.1, 0.4]). Outside it the scale is frozen.
-        decay_basis: what t counts in lambda^t. ``"windows"`` (default): windows of ``window``
+        decay_basis: what t counts in lambda^t (``None``: by ``backtrack_mode``, ``"windows"``
+            in continue mode, ``"adjustments"`` in rewind mode). ``"windows"``: windows of ``window``
             steps elapsed since the search started, i.e. (step - search_start) // window.
             ``"adjustments"``: kept upscales, backtracks and boundary downscales so far. Steps
             are never the basis: 0.99^t would reach 1 within ~110 steps.
@@ -220,7 +253,12 @@ class AdaLRSConfig:
             every descending window and before every trial, so a divergence or two rising
             windows can be restored to the last good point. ``"trials"``: only before trials;
             rising loss and non-finite losses outside a trial then downscale without restoring.
-        backtrack_mode: ``"continue"`` (default): after RESTORE the step counter, the data
+        backtrack_mode: ``"auto"`` (default): ``"rewind"`` where the loop rewinds its data
+            (it says so: :meth:`resolved`), ``"continue"`` elsewhere; the fields left at
+            ``None`` (``decay_basis``, ``opening_factors``, ``opening_narrows``,
+            ``opening_trials``, ``boundary_tested``) then take the ``opening`` rule's values
+            in rewind mode and the ``regression`` rule's in continue mode.
+            ``"continue"``: after RESTORE the step counter, the data
             stream and the base schedule move on (the steps of a failed trial count against the
             budget, as in the paper's cost figures). ``"rewind"``: the loop also rewinds the
             step counter to ``restore_step + 1`` (and its data/RNG); needs
@@ -251,6 +289,7 @@ class AdaLRSConfig:
             or ``error_factor`` x the slope's standard error floored at ``error_floor``),
             as a trial's verdict must clear 2e (``False``, the paper: any two negative
             velocities). Where the loss is flat, two windows rise by chance one time in four.
+            ``None``: by ``backtrack_mode`` (``True`` in rewind mode, ``False`` in continue).
         counter_trial: two-sided only: a failed trial that restored the snapshot starts the
             trial the other way at once, from the restored model and with the same H (whose
             steps are moved on by the discarded ones), instead of after two fresh windows
@@ -283,7 +322,9 @@ class AdaLRSConfig:
             would have reached over the same steps, extrapolated from H by a line in
             ln(step) (``decisions.trajectory_reference``); e in loss units from both
             standard errors (``error_bound`` is for slopes and is not used).
-        opening_factors: beyond the paper, off by default (``()``, the paper). At the run's
+        opening_factors: beyond the paper (``()``: none, the paper; ``None``: by
+            ``backtrack_mode``, (0.1, 0.316, 3.16, 10) in rewind mode, none in continue mode).
+            At the run's
             first step an LR range test runs from one snapshot: each multiplier of the scale
             given here, then 1 last, trains ``opening_steps`` steps from the same model (a
             restore between two), and the multiplier whose last ``opening_tail`` losses have
@@ -299,7 +340,8 @@ class AdaLRSConfig:
         opening_narrows: after the opening, both trial factors become at most the square
             root of the factor between the kept multiplier and its nearest tried neighbour
             (3.16 between 1 and 3.16: factors <= 1.78): the opening bracketed the optimum, so
-            the trials after it refine within the bracket instead of leaving it.
+            the trials after it refine within the bracket instead of leaving it. ``None``: by
+            ``backtrack_mode`` (``True`` in rewind mode, ``False`` in continue mode).
         opening_refine: rounds of refinement after the opening's multipliers: each tries the
             kept multiplier times and divided by the square root of its bracket (1.78 around
             a choice from a 3.16-spaced grid, then 1.33), from the same snapshot. Each round
@@ -309,7 +351,8 @@ class AdaLRSConfig:
             the largest multiplier it tried, where the optimum may lie beyond what it
             measured. With a tried multiplier on each side of the choice the optimum is
             bracketed and no trial follows (the boundary rule and divergence still act):
-            within the bracket the loss is flat and trials cost more than they find.
+            within the bracket the loss is flat and trials cost more than they find. ``None``:
+            by ``backtrack_mode`` (``"edge"`` in rewind mode if two-sided, else ``"all"``).
 
     :meth:`paper` builds the paper's rule (Algorithm 1 with the details stated beside it).
     """
@@ -321,7 +364,7 @@ class AdaLRSConfig:
     lam: float = 0.99
     start_ratio: float = 0.1
     end_ratio: float = 0.4
-    decay_basis: str = "windows"
+    decay_basis: str | None = None
     theta0: float = 0.9
     theta_relax: float = 0.5
     ramp_steps: int | None = None
@@ -335,7 +378,7 @@ class AdaLRSConfig:
     reference_stride: int | None = None
     max_history_windows: int = 16
     snapshot_policy: str = "windows"
-    backtrack_mode: str = "continue"
+    backtrack_mode: str = "auto"
     initial_scale: float = 1.0
     min_scale: float | None = None
     max_scale: float | None = None
@@ -345,18 +388,18 @@ class AdaLRSConfig:
     inconclusive_turns: bool = True
     inconclusive_shrinks: bool = False
     inconclusive_restores: bool = False
-    boundary_tested: bool = False
+    boundary_tested: bool | None = None
     factor_shrink: float = 0.5
     min_trial_factor: float = 1.0
     settle_steps: int = 0
     restore: str = "regressed"
     reference: str = "regression"
-    opening_factors: tuple[float, ...] = ()
+    opening_factors: tuple[float, ...] | None = None
     opening_steps: int | None = None
     opening_tail: int | None = None
-    opening_narrows: bool = False
+    opening_narrows: bool | None = None
     opening_refine: int = 0
-    opening_trials: str = "all"
+    opening_trials: str | None = None
 
     @classmethod
     def paper(cls, total_steps: int, **fields: Any) -> AdaLRSConfig:
@@ -371,14 +414,57 @@ class AdaLRSConfig:
             f"AdaLRSConfig.paper() got {beyond}, but the paper's rule fixes these fields at "
             f"{ {k: _V1_FIELDS[k] for k in beyond} }; use AdaLRSConfig(...) to depart from it",
         )
-        return cls(total_steps=total_steps, **{**_V1_FIELDS, **fields})
+        return cls(total_steps=total_steps, **{**RULES["paper"], **fields})
 
     @property
     def is_paper(self) -> bool:
         """True when every beyond-the-paper field has the paper's value."""
         return all(getattr(self, k) == v for k, v in _V1_FIELDS.items())
 
+    def resolved(self, rewinds: bool) -> AdaLRSConfig:
+        """This config as a loop runs it: ``backtrack_mode="auto"`` becomes ``"rewind"`` where
+        the loop rewinds its data after a restore (``rewinds=True``: the LM loop,
+        :func:`~adalrs_ray.core.simulator.simulate`) and ``"continue"`` elsewhere, and the
+        fields left at ``None`` follow that mode (the ``opening`` rule's values in rewind mode,
+        the ``regression`` rule's in continue mode). A config with a set mode is returned as
+        is. Raises ``ValueError`` if the resolved config is invalid (an opening that does not
+        fit the search window, say)."""
+        if self.backtrack_mode != "auto":
+            return self
+        mode = "rewind" if rewinds else "continue"
+        try:
+            return dataclasses.replace(self, backtrack_mode=mode)
+        except ValueError as exc:
+            where = "rewinds" if rewinds else "does not rewind"
+            hint = f" (backtrack_mode='auto' runs as {mode!r} in a loop that {where} its data"
+            if rewinds and self.opening_factors is None and "opening" in str(exc):
+                hint += "; the opening is the default's there, opening_factors=() turns it off"
+            raise ValueError(f"{exc}{hint})") from None
+
     def __post_init__(self) -> None:
+        check_choice("backtrack_mode", self.backtrack_mode, BACKTRACK_MODES)
+        if self.backtrack_mode == "auto":
+            # valid if a loop of either kind can run it (a config only one kind can run, an
+            # opening too long for continue mode say, fails where that kind resolves it), and
+            # the fields that do not follow the mode normalised as that copy has them
+            try:
+                concrete = dataclasses.replace(self, backtrack_mode="continue")
+            except ValueError:
+                try:
+                    concrete = dataclasses.replace(self, backtrack_mode="rewind")
+                except ValueError:
+                    pass
+                else:
+                    self._copy_fixed_fields(concrete)
+                    return
+                raise  # the continue copy's error: neither kind of loop can run it
+            self._copy_fixed_fields(concrete)
+            return
+        for name, value in _BY_MODE[self.backtrack_mode].items():
+            if getattr(self, name) is None:
+                if name == "opening_trials" and not self.two_sided:
+                    value = "all"  # "edge" needs two-sided trials
+                object.__setattr__(self, name, value)
         check_int("total_steps", self.total_steps, 1)
         for name in ("alpha", "beta", "lam", "start_ratio", "end_ratio", "theta0", "theta_relax"):
             value = getattr(self, name)
@@ -406,7 +492,6 @@ class AdaLRSConfig:
         check_choice("decay_basis", self.decay_basis, ("windows", "adjustments"))
         check_choice("ramp", self.ramp, ("geometric", "linear"))
         check_choice("snapshot_policy", self.snapshot_policy, ("windows", "trials"))
-        check_choice("backtrack_mode", self.backtrack_mode, ("continue", "rewind"))
         check_choice("restore", self.restore, ("always", "regressed"))
         check_choice("reference", self.reference, REFERENCES)
         check_choice("opening_trials", self.opening_trials, ("all", "edge"))
@@ -502,6 +587,14 @@ class AdaLRSConfig:
             "smaller window, a wider [start_ratio, end_ratio) or a longer run",
         )
 
+    def _copy_fixed_fields(self, concrete: AdaLRSConfig) -> None:
+        """An "auto" config takes the normalised values (window, opening_steps, tuples) of a
+        resolved copy, except the mode and the fields left to follow it."""
+        for f in dataclasses.fields(self):
+            left = f.name in _BY_MODE["continue"] and getattr(self, f.name) is None
+            if f.name != "backtrack_mode" and not left:
+                object.__setattr__(self, f.name, getattr(concrete, f.name))
+
     def _check_opening(self) -> None:
         f = self.opening_factors
         check(
@@ -534,7 +627,8 @@ class AdaLRSConfig:
     @property
     def opening_order(self) -> tuple[float, ...]:
         """The multipliers the opening tries, in order (1 last); () without an opening."""
-        return opening_order(self.opening_factors) if self.opening_factors else ()
+        f = self.opening_factors
+        return opening_order(f) if f else ()  # None: "auto", resolved by the loop
 
     @property
     def search_start(self) -> int:
@@ -556,7 +650,8 @@ class AdaLRSConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["opening_factors"] = list(self.opening_factors)  # JSON's form, so saved == live
+        if self.opening_factors is not None:  # None: "auto", resolved by the loop
+            d["opening_factors"] = list(self.opening_factors)  # JSON's form: saved == live
         return d
 
     @classmethod
@@ -740,7 +835,9 @@ class AdaLRS:
             raise ValueError(f"pass either an AdaLRSConfig or keyword fields, not both: {kwargs}")
         if not isinstance(config, AdaLRSConfig):
             raise ValueError(f"config is {type(config).__name__}, but must be an AdaLRSConfig")
-        self.config = config
+        # "auto" as a loop that does not say it rewinds runs it; a rewinding loop passes
+        # config.resolved(rewinds=True)
+        self.config = config = config.resolved(rewinds=False)
         k = int(config.window)
         self._k = k
         self._phase = "before"

@@ -193,8 +193,12 @@ def simulate(
     run. In ``"rewind"`` a RESTORE also takes the step counter back to ``restore_step + 1`` and
     replays the noise stream from there, as a loop that rewinds its data does: the result's
     lists then hold the steps of the run as it finally went, and ``compute_steps`` counts every
-    step simulated.
+    step simulated. A config with ``backtrack_mode="auto"`` resolves to ``"rewind"`` on a
+    :class:`LossSimulator` (it replays its noise like a loop that rewinds its data) and to
+    ``"continue"`` on a :class:`LossReplayer`.
     """
+    if config is not None:
+        config = config.resolved(rewinds=not isinstance(sim, LossReplayer))
     ctl = AdaLRS(config) if config is not None else None
     total = steps if steps is not None else (config.total_steps if config else None)
     if total is None:

@@ -47,7 +47,8 @@ def make_controller(controller: Any) -> Any:
     if mode != "continue":
         raise ValueError(
             f"The value of `backtrack_mode` is {mode!r}, but must be 'continue' in a trainer "
-            "integration: the trainer's data loader cannot be rewound to the snapshot"
+            "integration: the trainer's data loader cannot be rewound to the snapshot (leave "
+            "it at 'auto', which resolves to 'continue' here)"
         )
     return controller
 
