@@ -138,8 +138,6 @@ CONFIGS["opening_rw_irs_settle1"] = {**CONFIGS["opening_rw_irs"], "settle_steps"
 # the named rule "opening" as it stands, in both backtrack modes ("auto": simulate() rewinds)
 CONFIGS["rule_opening"] = {"rule": "opening"}
 CONFIGS["rule_opening_continue"] = {"rule": "opening", "backtrack_mode": "continue"}
-# the default with a longer opening (against the short-horizon bias of a one-window opening)
-CONFIGS["opening_2w"] = {"rule": "opening", "opening_steps": "2*window"}
 CONFIGS["rule_opening_rw"] = {
     "rule": "opening",
     "backtrack_mode": "rewind",
@@ -166,6 +164,17 @@ for _field in ("two_sided", "restore", "settle_steps", "reference"):
         for k, v in CONFIGS["all"].items()
         if k != _field and not (_field == "two_sided" and k == "factor_shrink")
     }
+
+# every opening above was measured at one window per multiplier, the default until
+# opening_steps=None meant two windows; "default" and the two below take the default
+for _fields in CONFIGS.values():
+    _opens = isinstance(_fields, dict) and (
+        _fields.get("opening_factors") or _fields.get("rule") == "opening"
+    )
+    if _opens and "opening_steps" not in _fields:
+        _fields["opening_steps"] = "window"
+CONFIGS["opening_2w"] = {"rule": "opening", "opening_steps": "2*window"}
+CONFIGS["rule_opening_2w"] = {"rule": "opening"}  # the rule's own opening_steps: 2 x window
 
 
 class Mode:

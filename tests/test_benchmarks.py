@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_lm_adalrs_recovery_writes_its_table_summary_and_plot(tmp_path):
     out = tmp_path / "recovery"
-    # end_ratio 0.7: the default opening (one window of steps in rewind mode) fits before the
+    # end_ratio 0.9: the default opening (two windows of steps in rewind mode) fits before the
     # search's 12 steps
-    proc = _recovery("--adalrs-opt", "end_ratio=0.7", "--out", str(out))
+    proc = _recovery("--adalrs-opt", "end_ratio=0.9", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["args"]["warmup"] == 2
@@ -26,7 +26,7 @@ def test_lm_adalrs_recovery_writes_its_table_summary_and_plot(tmp_path):
         assert row["found_lr"] == row["start_lr"] * row["final_scale"]
         assert row["better"] == (row["val_adalrs"] < row["val_fixed"])
     table = (out / "table.md").read_text()
-    assert "warmup 2" in table and '"end_ratio": 0.7' in table and '"start_ratio": 0.05' in table
+    assert "warmup 2" in table and '"end_ratio": 0.9' in table and '"start_ratio": 0.05' in table
     assert (out / "lr_trajectories.png").stat().st_size > 0
     for name in ("x1_10_adalrs", "x1_10_fixed", "x10_adalrs", "x10_fixed"):
         assert (out / name / "metrics.parquet").is_file()
@@ -34,7 +34,7 @@ def test_lm_adalrs_recovery_writes_its_table_summary_and_plot(tmp_path):
     # other AdaLRS options, reusing the runs without AdaLRS: copied (wall_s and all), not retrained
     again = tmp_path / "again"
     proc = _recovery(
-        "--adalrs-opt", "end_ratio=0.8", "--side", "above", "--reuse-from", str(out),
+        "--adalrs-opt", "end_ratio=1.0", "--side", "above", "--reuse-from", str(out),
         "--out", str(again),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -47,7 +47,7 @@ def test_lm_adalrs_recovery_writes_its_table_summary_and_plot(tmp_path):
         json.loads((d / "x10_adalrs" / "summary.json").read_text())["config"] for d in (out, again)
     ]
     assert (
-        on[0]["adalrs_options"]["end_ratio"] == 0.7 and on[1]["adalrs_options"]["end_ratio"] == 0.8
+        on[0]["adalrs_options"]["end_ratio"] == 0.9 and on[1]["adalrs_options"]["end_ratio"] == 1.0
     )
 
 

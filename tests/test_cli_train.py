@@ -56,7 +56,8 @@ def test_train_writes_metrics_and_summary(corpus, tmp_path, capsys):
 def test_train_with_adalrs_and_options_then_resume(corpus, tmp_path):
     out = tmp_path / "run"
     argv = ["train", *_common(corpus, tmp_path), "--batch-size", "4", "--eval-batches", "1"]
-    argv += ["--steps", "40", "--adalrs", "--window", "3", "--adalrs-opt", "lam=0.95"]
+    # 60 steps: the default's opening (two windows of steps) and the search fit in [6, 24)
+    argv += ["--steps", "60", "--adalrs", "--window", "3", "--adalrs-opt", "lam=0.95"]
     argv += ["--device", "cpu", "--quiet"]
     assert main([*argv, "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -68,7 +69,7 @@ def test_train_with_adalrs_and_options_then_resume(corpus, tmp_path):
     # resuming a finished run is a no-op that reproduces the summary
     assert main([*argv, "--resume", str(out), "--out", str(tmp_path / "again")]) == 0
     again = json.loads((tmp_path / "again" / "summary.json").read_text())
-    assert again["val_loss"] == summary["val_loss"] and again["steps"] == 40
+    assert again["val_loss"] == summary["val_loss"] and again["steps"] == 60
 
 
 @pytest.mark.parametrize(
@@ -78,6 +79,8 @@ def test_train_with_adalrs_and_options_then_resume(corpus, tmp_path):
         (["--lr", "-1"], "lr is -1.0"),
         (["--adalrs-opt", "lam"], "KEY=VALUE"),
         (["--data", "/nonexistent/corpus"], "does not exist"),
+        # the default's opening does not fit a 40-step run at window 3: said, with the way out
+        (["--adalrs", "--steps", "40", "--window", "3"], "opening_factors=() turns it off"),
     ],
 )
 def test_train_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, extra, match):

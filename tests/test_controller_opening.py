@@ -26,6 +26,7 @@ def config(**kw) -> AdaLRSConfig:
         opening_factors=(0.1, 10.0),
         opening_steps=M,
         opening_tail=2,
+        backtrack_mode="continue",  # as AdaLRS(config) runs "auto"; rewind where a test says
     )
     base.update(kw)
     return AdaLRSConfig(**base)
@@ -76,7 +77,7 @@ def test_choice_is_the_lowest_score_and_ties_go_to_the_multiplier_nearest_one():
 # ---------------------------------------------------------------- config
 def test_defaults_take_the_window_and_a_quarter_of_it():
     c = AdaLRSConfig(total_steps=2000, window=64, start_ratio=0.05, opening_factors=(0.1, 10))
-    assert c.opening_steps == 64 and c.opening_tail == 16
+    assert c.opening_steps == 128 and c.opening_tail == 32  # two windows, a quarter of them
     assert c.opening_factors == (0.1, 10.0)
     assert c.opening_order == (0.1, 10.0, 1.0)
     assert AdaLRSConfig(total_steps=2000).opening_order == ()
@@ -170,6 +171,7 @@ def test_a_non_finite_loss_ends_the_multiplier_at_once_with_an_infinite_score():
     assert d.action is Action.RESTORE and ctl.scale == 10.0
     ev = [e for e in ctl.events if e["kind"] == "opening_candidate"][0]
     assert ev["score"] == "inf" and ev["loss"] == "nan"
+    assert ev["restore_step"] == 0  # back to the snapshot after step 0 (no begin() here)
     json.dumps(ctl.state_dict(), allow_nan=False)  # strict JSON
     step = 3
     while ctl.phase == "opening":
@@ -367,14 +369,14 @@ def test_on_the_simulator_the_opening_starts_before_the_first_step():
     res = simulate(LossSimulator(lr_opt=1e-3, seed=0), 1e-2, cfg)
     assert res.scales[0] == pytest.approx(0.1)  # step 0 already at the first multiplier
     first = [e for e in res.events if e["kind"] == "opening_candidate"][0]
-    assert first["step"] == 99
+    assert first["step"] == 199  # two windows of 100 steps
 
 
 def test_the_opening_rule_is_the_default_plus_the_opening():
     c = AdaLRSConfig.from_dict({"rule": "opening", "total_steps": 2000, "window": 50})
     default = AdaLRSConfig(total_steps=2000, window=50)
     assert c.opening_factors == (0.1, 0.316, 3.16, 10.0)
-    assert c.opening_steps == 50 and c.opening_tail == 12 and c.opening_narrows
+    assert c.opening_steps == 100 and c.opening_tail == 25 and c.opening_narrows
     assert c.opening_trials == "edge" and c.boundary_tested
     same = {k for k, v in default.to_dict().items() if c.to_dict()[k] == v}
     assert set(default.to_dict()) - same == {
@@ -429,7 +431,7 @@ def test_the_opening_rule_recovers_from_10x_on_the_lm_like_simulator():
             },
         }
     )
-    assert rule == make_config(mode, CONFIGS["rule_opening"])
+    assert rule == make_config(mode, CONFIGS["rule_opening_2w"])
     for seed in range(4):
         found = {}
         configs = {

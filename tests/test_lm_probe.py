@@ -139,6 +139,7 @@ def test_train_cli_signal_probe_defaults_to_one_batch(corpus, tmp_path):
     argv = ["train", "--data", str(corpus), "--cache-dir", str(tmp_path / "cache")]
     argv += ["--seq-len", "32", "--batch-size", "4", "--eval-batches", "1", "--steps", "40"]
     argv += ["--adalrs", "--window", "3", "--signal", "probe", "--device", "cpu", "--quiet"]
+    argv += ["--adalrs-opt", "rule=regression"]  # 40 steps: no room for the default's opening
     assert main([*argv, "--out", str(out)]) == 0
     summary = pd.read_json(out / "summary.json", typ="series")
     assert summary["config"]["adalrs_signal"] == "probe"

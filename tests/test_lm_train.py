@@ -201,9 +201,9 @@ def test_nan_loss_with_adalrs_is_handled_by_the_controller(corpus, cache):
 def test_nan_loss_in_the_default_opening_scores_its_multiplier_inf(corpus, cache):
     calls = {"n": 0}
 
-    def reduce_mean(t):  # NaN at the 13th call: the first step of the fourth multiplier (10)
-        calls["n"] += 1
-        return float("nan") if calls["n"] == 13 else float(t)
+    def reduce_mean(t):  # NaN at the 25th call: the first step of the fourth multiplier (10),
+        calls["n"] += 1  # each multiplier training two windows of 4 steps
+        return float("nan") if calls["n"] == 25 else float(t)
 
     summary = run(
         _cfg(corpus, cache, steps=60, adalrs=True, window=4, report_every=60),

@@ -334,7 +334,9 @@ class AdaLRSConfig:
             damage (weights grow within the first windows, before the paper's trigger can
             fire). Costs ``len(opening_factors) * opening_steps`` steps (restored ones: the
             budget's in ``"continue"`` mode).
-        opening_steps: steps per multiplier of the opening (``None``: ``window``).
+        opening_steps: steps per multiplier of the opening (``None``: ``2 * window``, the
+            horizon of one velocity comparison; at one window the tiny LM's opening chose
+            3.16x from a good LR, docs/controller.md, "The default follows the loop").
         opening_tail: the last this many losses of a multiplier score it (``None``:
             ``max(1, opening_steps // 4)``); a non-finite loss scores it +inf and ends it.
         opening_narrows: after the opening, both trial factors become at most the square
@@ -557,8 +559,8 @@ class AdaLRSConfig:
             )
         need = 3 * self.window + self.ramp_len + self.settle_steps
         if self.opening_factors:
-            if self.opening_steps is None:
-                object.__setattr__(self, "opening_steps", int(self.window))
+            if self.opening_steps is None:  # two windows: the horizon of one velocity step
+                object.__setattr__(self, "opening_steps", 2 * int(self.window))
             if self.opening_tail is None:
                 object.__setattr__(self, "opening_tail", max(1, self.opening_steps // 4))
             check(
@@ -1067,6 +1069,7 @@ class AdaLRS:
                 factor=order[self._open_i - 1],
                 score=_json_float(score),
                 loss=str(loss) if not math.isfinite(loss) else loss,
+                restore_step=self._snapshot_step,  # its steps are discarded (compute accounts)
             )
             return Action.RESTORE
         best = opening_choice(order, self._open_scores)

@@ -284,7 +284,9 @@ class AdaLRSScheduler:
         rng: snapshot RNG states (torch CPU, accelerator, python ``random``, numpy) and restore
             them in ``"rewind"`` backtrack mode.
 
-    Backtracking (``controller.config.backtrack_mode``): ``"continue"`` (default) restores model,
+    Backtracking (``controller.config.backtrack_mode``; ``AdaLRS(config)`` runs the default
+    ``"auto"`` as ``"continue"``, ``AdaLRS(config.resolved(rewinds=True))`` as ``"rewind"``):
+    ``"continue"`` restores model,
     optimizer and scaler state; the step counter, the data stream and the base schedule move on.
     ``"rewind"`` also restores the base-schedule state and the RNG states and moves the step
     counter back to ``restore_step + 1``; the caller must rewind its data (``last_step`` says
