@@ -39,17 +39,12 @@ def _finished(kw: dict, reuse_from: str | None) -> dict | None:
         cfg = dict(old.get("config", {}), out_dir=kw["out_dir"])
         # an AdaLRS run also needs the controller's config as the loop resolved it (the same
         # options mean another rule when a default changes; summaries without it are retrained)
-        same_rule = not want.adalrs or old.get("adalrs_config") == _plain(want.adalrs_config())
+        same_rule = not want.adalrs or old.get("adalrs_config") == want.adalrs_config().to_dict()
         if old.get("status") != "stopped" and LMConfig.from_dict(cfg) == want and same_rule:
             if d != Path(kw["out_dir"]):  # the plot reads the metrics from the run's own dir
                 shutil.copytree(d, kw["out_dir"], dirs_exist_ok=True)
             return old
     return None
-
-
-def _plain(config) -> dict:
-    """A config's dict as its JSON round trip gives it back (tuples as lists)."""
-    return json.loads(json.dumps(config.to_dict()))
 
 
 def _train(kw: dict, reuse_from: str | None = None) -> dict:

@@ -174,24 +174,28 @@ def test_nan_loss_without_adalrs_stops_cleanly_as_diverged(corpus, cache, tmp_pa
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
 
 
-def test_nan_loss_with_adalrs_is_handled_by_the_controller(corpus, cache):
+def _adalrs_run_with_losses(corpus, cache, reduce_mean, **kw) -> dict:
+    """A 60-step AdaLRS run at window 4 whose all-reduced losses pass through ``reduce_mean``."""
+    cfg = _cfg(corpus, cache, steps=60, adalrs=True, window=4, report_every=60, **kw)
+    return run(cfg, LoopHooks(reduce_mean=reduce_mean))
+
+
+def _nan_at_call(n: int):
+    """A ``reduce_mean`` hook that returns NaN at its ``n``-th call (1-based)."""
     calls = {"n": 0}
 
-    def reduce_mean(t):  # NaN at the 13th call: step 12, inside the search window [6, 24)
+    def reduce_mean(t):
         calls["n"] += 1
-        return float("nan") if calls["n"] == 13 else float(t)
+        return float("nan") if calls["n"] == n else float(t)
 
-    summary = run(
-        _cfg(
-            corpus,
-            cache,
-            steps=60,
-            adalrs=True,
-            window=4,
-            report_every=60,
-            adalrs_options={"backtrack_mode": "continue"},  # no opening: the search sees it
-        ),
-        LoopHooks(reduce_mean=reduce_mean),
+    return reduce_mean
+
+
+def test_nan_loss_with_adalrs_is_handled_by_the_controller(corpus, cache):
+    # NaN at the 13th call: step 12, inside the search window [6, 24); continue mode has no
+    # opening, so the search sees it
+    summary = _adalrs_run_with_losses(
+        corpus, cache, _nan_at_call(13), adalrs_options={"backtrack_mode": "continue"}
     )
     assert summary["status"] == "completed"
     kinds = [e["kind"] for e in summary["adalrs_events"]]
@@ -199,16 +203,9 @@ def test_nan_loss_with_adalrs_is_handled_by_the_controller(corpus, cache):
 
 
 def test_nan_loss_in_the_default_opening_scores_its_multiplier_inf(corpus, cache):
-    calls = {"n": 0}
-
-    def reduce_mean(t):  # NaN at the 25th call: the first step of the fourth multiplier (10),
-        calls["n"] += 1  # each multiplier training two windows of 4 steps
-        return float("nan") if calls["n"] == 25 else float(t)
-
-    summary = run(
-        _cfg(corpus, cache, steps=60, adalrs=True, window=4, report_every=60),
-        LoopHooks(reduce_mean=reduce_mean),
-    )
+    # NaN at the 25th call: the first step of the fourth multiplier (10), each multiplier
+    # training two windows of 4 steps
+    summary = _adalrs_run_with_losses(corpus, cache, _nan_at_call(25))
     assert summary["status"] == "completed"
     (opening,) = [e for e in summary["adalrs_events"] if e["kind"] == "opening"]
     assert opening["factors"][3] == 10.0 and opening["scores"][3] == "inf"
@@ -217,18 +214,12 @@ def test_nan_loss_in_the_default_opening_scores_its_multiplier_inf(corpus, cache
 
 @pytest.mark.parametrize("mode", ["continue", "auto"])
 def test_persistent_nan_with_adalrs_stops_after_nan_patience(corpus, cache, mode):
-    summary = run(
-        _cfg(
-            corpus,
-            cache,
-            steps=60,
-            adalrs=True,
-            window=4,
-            report_every=60,
-            nan_patience=3,
-            adalrs_options={"backtrack_mode": mode},
-        ),
-        LoopHooks(reduce_mean=lambda t: float("nan")),
+    summary = _adalrs_run_with_losses(
+        corpus,
+        cache,
+        lambda t: float("nan"),
+        nan_patience=3,
+        adalrs_options={"backtrack_mode": mode},
     )
     assert summary["status"] == "diverged" and summary["steps_executed"] == 3
     # "auto" rewinds in the LM loop: each NaN ends an opening multiplier and rewinds to step 0

@@ -101,6 +101,15 @@ _LATER_DEFAULTS = {
     "boundary_tested": False,
     "opening_trials": "all",
 }
+# the regression rule's departures from the paper (the default where the loop cannot rewind,
+# and the base of the "opening" rule): two-sided trials, restore only on regress, v_ref from
+# a line through H
+_REGRESSION = {
+    "two_sided": True,
+    "factor_shrink": 0.5,
+    "restore": "regressed",
+    "reference": "regression",
+}
 # the fields whose default (None; backtrack_mode "auto") follows the loop: where it rewinds
 # its data, the "opening" rule (its opening and failed trials cost compute, not steps of the
 # run); where it cannot, the "regression" rule (an opening would discard four windows of steps).
@@ -122,26 +131,17 @@ _BY_MODE: dict[str, dict[str, Any]] = {
     },
 }
 BACKTRACK_MODES = ("auto", "continue", "rewind")
+_CONTINUE = {**_BY_MODE["continue"], "backtrack_mode": "continue"}
 # named rules: the beyond-the-paper fields each sets (docs/controller.md, "Beyond the paper",
 # gives the measurements behind each). A rule fills only the fields the caller did not set.
 # "paper", "regression" and "trajectory" were measured in continue mode and pin it; "opening"
 # leaves the mode to the loop ("auto": rewind where the loop rewinds its data).
 RULES: dict[str, dict[str, Any]] = {
-    "paper": {**_BY_MODE["continue"], "backtrack_mode": "continue", **_V1_FIELDS},
-    # the default where the loop cannot rewind: two-sided trials, restore only on regress,
-    # v_ref from a line through H
-    "regression": {
-        **_BY_MODE["continue"],
-        "backtrack_mode": "continue",
-        "two_sided": True,
-        "factor_shrink": 0.5,
-        "restore": "regressed",
-        "reference": "regression",
-    },
+    "paper": {**_CONTINUE, **_V1_FIELDS},
+    "regression": {**_CONTINUE, **_REGRESSION},
     # two-sided trials judged by the level against the base LR's extrapolated trajectory
     "trajectory": {
-        **_BY_MODE["continue"],
-        "backtrack_mode": "continue",
+        **_CONTINUE,
         "two_sided": True,
         "factor_shrink": 0.5,
         "reference": "trajectory",
@@ -149,16 +149,11 @@ RULES: dict[str, dict[str, Any]] = {
     # the default where the loop rewinds: the regression rule plus the opening range test
     # before the first step over 1/10 .. 10x; trials after it only when its choice is at the
     # edge of what it tried, and inside its bracket; the boundary rule only on significant
-    # rises (docs/controller.md, "The opening" and "After the opening")
+    # rises (docs/controller.md, "The opening" and "After the opening"); decay_basis follows
+    # the mode the loop resolves
     "opening": {
-        "two_sided": True,
-        "factor_shrink": 0.5,
-        "restore": "regressed",
-        "reference": "regression",
-        "opening_factors": (0.1, 0.316, 3.16, 10.0),
-        "opening_narrows": True,
-        "opening_trials": "edge",
-        "boundary_tested": True,
+        **_REGRESSION,
+        **{k: v for k, v in _BY_MODE["rewind"].items() if k != "decay_basis"},
     },
 }
 
@@ -449,19 +444,14 @@ class AdaLRSConfig:
             # valid if a loop of either kind can run it (a config only one kind can run, an
             # opening too long for continue mode say, fails where that kind resolves it), and
             # the fields that do not follow the mode normalised as that copy has them
-            try:
-                concrete = dataclasses.replace(self, backtrack_mode="continue")
-            except ValueError:
+            errors = []
+            for mode in ("continue", "rewind"):
                 try:
-                    concrete = dataclasses.replace(self, backtrack_mode="rewind")
-                except ValueError:
-                    pass
-                else:
-                    self._copy_fixed_fields(concrete)
+                    self._copy_fixed_fields(dataclasses.replace(self, backtrack_mode=mode))
                     return
-                raise  # the continue copy's error: neither kind of loop can run it
-            self._copy_fixed_fields(concrete)
-            return
+                except ValueError as exc:
+                    errors.append(exc)
+            raise errors[0]  # the continue copy's error: neither kind of loop can run it
         for name, value in _BY_MODE[self.backtrack_mode].items():
             if getattr(self, name) is None:
                 if name == "opening_trials" and not self.two_sided:
