@@ -14,7 +14,10 @@ loss within 0.5% of the constant run and final LR within [2/3, 3/2] x; from 1/10
 final LR within 2x of the optimum and final loss below the constant run; each on >= 90% of seeds.
 
     python benchmarks/sim_modes.py [--seeds 40] [--configs paper,default] [--modes basic,lm]
-        [--config name=field:value,field:value ...] [--out table.md]
+        [--config name=field:value,field:value ...] [--horizons 1,2,4] [--out table.md]
+
+``--horizons`` runs each mode that many times as long (same window): how a rule's cost in
+steps (an opening in continue mode discards its multipliers' steps) shrinks with the run.
 """
 
 from __future__ import annotations
@@ -175,6 +178,12 @@ for _fields in CONFIGS.values():
         _fields["opening_steps"] = "window"
 CONFIGS["opening_2w"] = {"rule": "opening", "opening_steps": "2*window"}
 CONFIGS["rule_opening_2w"] = {"rule": "opening"}  # the rule's own opening_steps: 2 x window
+# ... and in continue mode (a loop that cannot rewind: the opening's steps are the run's)
+CONFIGS["rule_opening_continue_2w"] = {"rule": "opening", "backtrack_mode": "continue"}
+# ... each with e corrected for autocorrelated noise (error_ar1)
+CONFIGS["default_ar1"] = {"base": "default", "error_ar1": True}
+CONFIGS["rule_regression_ar1"] = {"rule": "regression", "error_ar1": True}
+CONFIGS["rule_opening_continue_2w_ar1"] = {**CONFIGS["rule_opening_continue_2w"], "error_ar1": True}
 
 
 class Mode:
@@ -209,6 +218,23 @@ MODES = {
 }
 
 
+def _longer(mode: Mode, horizon: float) -> Mode:
+    """``mode`` run ``horizon`` times as long (same window, same search ratios)."""
+    if not horizon > 0:
+        raise SystemExit(f"--horizons holds {horizon!r}, but every horizon must be > 0")
+    total = int(round(mode.total * horizon))
+    return Mode(
+        mode.name,
+        mode.make,
+        mode.schedule,
+        total,
+        mode.window,
+        mode.start_ratio,
+        mode.end_ratio,
+        mode.final,
+    )
+
+
 def make_config(mode: Mode, fields: dict[str, Any] | str) -> AdaLRSConfig:
     base = {
         "total_steps": mode.total,
@@ -221,6 +247,9 @@ def make_config(mode: Mode, fields: dict[str, Any] | str) -> AdaLRSConfig:
     fields = {k: _per_window(v, mode.window) for k, v in fields.items()}
     if "rule" in fields:  # a named rule (adalrs_ray.core.controller.RULES) + fields
         return AdaLRSConfig.from_dict({**base, **fields})
+    if fields.get("base") == "default":  # AdaLRSConfig's own defaults + fields
+        rest = {k: v for k, v in fields.items() if k != "base"}
+        return AdaLRSConfig(**base, **rest)
     if fields.get("base") == "regression":  # the regression rule (continue mode) + fields
         rest = {k: v for k, v in fields.items() if k != "base"}
         return AdaLRSConfig.from_dict({"rule": "regression", **base, **rest})
@@ -278,6 +307,11 @@ def main() -> None:
     p.add_argument("--configs", default="paper,default")
     p.add_argument("--modes", default="basic,lm")
     p.add_argument("--starts", default=",".join(f"{s:g}" for s in STARTS))
+    p.add_argument(
+        "--horizons",
+        default="1",
+        help="run lengths as multiples of each mode's total_steps (same window), e.g. 1,2,4",
+    )
     p.add_argument("--config", action="append", default=[], help="name=field:value,...")
     p.add_argument("--out", default=None, help="also write the Markdown table here")
     args = p.parse_args()
@@ -304,8 +338,11 @@ def main() -> None:
     ]
     print("\n".join(lines), flush=True)
     t0 = time.time()
-    for mname in args.modes.split(","):
-        mode = MODES[mname]
+    runs = [(m, float(h)) for m in args.modes.split(",") for h in args.horizons.split(",")]
+    for mname, horizon in runs:
+        mode = _longer(MODES[mname], horizon)
+        if horizon != 1:
+            mname = f"{mname} x{horizon:g}"
         fixed = {}
         for start in starts:
             for seed in seeds:
@@ -313,7 +350,13 @@ def main() -> None:
                 simulate(sim, mode.schedule(sim.lr_opt * start, mode.total), None, mode.total)
                 fixed[(start, seed)] = mode.final(sim)
         for name in names:
-            cfg = make_config(mode, configs[name])
+            try:
+                cfg = make_config(mode, configs[name])
+            except ValueError as exc:  # an opening that does not fit this run, say
+                line = f"| {mname} | {name} | all | does not fit: {exc} | | | | |"
+                lines.append(line)
+                print(line, flush=True)
+                continue
             for start in starts:
                 c = run_cell(mode, cfg, start, seeds, fixed)
                 line = (

@@ -47,6 +47,7 @@ from adalrs_ray.core.checks import (
 from adalrs_ray.core.decisions import (
     TrialVerdict,
     Verdict,
+    ar1_inflation,
     clamp_scale,
     decay_exponent,
     eager_theta,
@@ -65,6 +66,7 @@ from adalrs_ray.core.decisions import (
     rectified_beta_divisor,
     reference_windows,
     relaxed_theta,
+    residual_lag1_sums,
     shrunk_factor,
     slope_error_bound,
     trajectory_reference,
@@ -89,6 +91,7 @@ _V1_FIELDS = {
     "restore": "always",
     "reference": "nearest",
     "opening_factors": (),
+    "error_ar1": False,
 }
 # fields newer than some checkpoints that are not rule fields: a saved config without them was
 # made with these values
@@ -100,6 +103,7 @@ _LATER_DEFAULTS = {
     "inconclusive_restores": False,
     "boundary_tested": False,
     "opening_trials": "all",
+    "boundary_rule": "downscale",
 }
 # the regression rule's departures from the paper (the default where the loop cannot rewind,
 # and the base of the "opening" rule): two-sided trials, restore only on regress, v_ref from
@@ -131,6 +135,8 @@ _BY_MODE: dict[str, dict[str, Any]] = {
     },
 }
 BACKTRACK_MODES = ("auto", "continue", "rewind")
+#: what the boundary rule does (AdaLRSConfig.boundary_rule)
+BOUNDARY_RULES = ("downscale", "trial", "off")
 _CONTINUE = {**_BY_MODE["continue"], "backtrack_mode": "continue"}
 # named rules: the beyond-the-paper fields each sets (docs/controller.md, "Beyond the paper",
 # gives the measurements behind each). A rule fills only the fields the caller did not set.
@@ -229,6 +235,15 @@ class AdaLRSConfig:
             (default) estimates it per comparison as ``error_factor * max(se_new, se_ref)``, with
             se the standard error of the least-squares slope, floored at ``error_floor``.
         error_factor, error_floor: see ``error_bound``.
+        error_ar1: beyond the paper: e (trial verdicts, and the boundary rule with
+            ``boundary_tested``) is also multiplied by ``sqrt((1 + rho) / (1 - rho))``, rho the
+            lag-1 autocorrelation of the least-squares residuals pooled over every window the
+            search has fitted (clipped to [0, 0.95]). The standard error of a window's slope
+            assumes independent noise; a fixed probe batch's loss follows the weights, so its
+            noise is autocorrelated (rho about 0.8 on the tiny LM) and the bare standard error
+            understates a slope's error about threefold: two windows "rise significantly" by
+            chance in a flat stretch. For independent noise (the training loss) rho <= 0 and
+            nothing changes. Default ``False`` (the paper's).
         comparable_rtol: the reference window must have a mean loss within this relative
             distance of mean(L_new); otherwise the corner case applies: keep if mean(L_new) is
             below every history loss, backtrack if above every one, else inconclusive.
@@ -285,6 +300,10 @@ class AdaLRSConfig:
             as a trial's verdict must clear 2e (``False``, the paper: any two negative
             velocities). Where the loss is flat, two windows rise by chance one time in four.
             ``None``: by ``backtrack_mode`` (``True`` in rewind mode, ``False`` in continue).
+        boundary_rule: what the boundary rule does when the loss rose in two windows:
+            ``"downscale"`` (the paper: divide the scale by beta', blind), ``"trial"``
+            (two-sided only, beyond the paper: start a downscale trial, validated like any
+            trial, if one may start; a downscale is then never applied blind) or ``"off"``.
         counter_trial: two-sided only: a failed trial that restored the snapshot starts the
             trial the other way at once, from the restored model and with the same H (whose
             steps are moved on by the discarded ones), instead of after two fresh windows
@@ -369,6 +388,7 @@ class AdaLRSConfig:
     error_bound: float | None = None
     error_factor: float = 1.0
     error_floor: float = 0.0
+    error_ar1: bool = False
     comparable_rtol: float = 0.05
     regress_guard: bool = True
     reference_excludes_trigger: bool = False
@@ -386,6 +406,7 @@ class AdaLRSConfig:
     inconclusive_shrinks: bool = False
     inconclusive_restores: bool = False
     boundary_tested: bool | None = None
+    boundary_rule: str = "downscale"
     factor_shrink: float = 0.5
     min_trial_factor: float = 1.0
     settle_steps: int = 0
@@ -487,6 +508,11 @@ class AdaLRSConfig:
         check_choice("restore", self.restore, ("always", "regressed"))
         check_choice("reference", self.reference, REFERENCES)
         check_choice("opening_trials", self.opening_trials, ("all", "edge"))
+        check_choice("boundary_rule", self.boundary_rule, BOUNDARY_RULES)
+        check(
+            self.boundary_rule != "trial" or self.two_sided,
+            "boundary_rule is 'trial', but a downscale trial needs two_sided=True",
+        )
         check(
             self.opening_trials == "all" or self.two_sided,
             f"opening_trials is {self.opening_trials!r}, but 'edge' stops the two-sided "
@@ -500,6 +526,7 @@ class AdaLRSConfig:
             "inconclusive_restores",
             "boundary_tested",
             "opening_narrows",
+            "error_ar1",
         ):
             value = getattr(self, name)
             check(isinstance(value, bool), f"{name} is {value!r}, but must be True or False")
@@ -846,6 +873,8 @@ class AdaLRS:
         self._n_windows = 0
         self._prev_v: float | None = None
         self._prev_se: float | None = None
+        # the residuals' lag-1 products and squares, pooled over every fitted window (error_ar1)
+        self._ar1 = [0.0, 0.0]
         self._trial: Trial | None = None
         self._val = _Fit()
         self._val_xs: list[int] = []
@@ -1140,6 +1169,7 @@ class AdaLRS:
         if self._win.n < self._k:
             return action
         v, se = self._win.velocity()
+        self._pool_residuals(self._win_x, self._win_y)
         self._hist_x.extend(self._win_x)
         self._hist_y.extend(self._win_y)
         self._win.reset()
@@ -1157,13 +1187,31 @@ class AdaLRS:
         decayed = velocity_decayed(v, prev_v, self._theta)
         if decayed and trial_fits and direction is not None:
             return self._start_trial(step, v, prev_v, factor, emitted, direction)
-        if loss_rose_twice(v, prev_v, *self._boundary_bounds(se, prev_se)):
-            return self._boundary_downscale(step, v, prev_v, emitted)
+        if c.boundary_rule != "off" and loss_rose_twice(
+            v, prev_v, *self._boundary_bounds(se, prev_se)
+        ):
+            if c.boundary_rule == "downscale":
+                return self._boundary_downscale(step, v, prev_v, emitted)
+            down = trial_factor(
+                "down", self._factors["up"], self._factors["down"], c.lam, self._decay_t(step + 1)
+            )
+            if trial_fits and down > c.min_trial_factor:
+                return self._start_trial(step, v, prev_v, down, emitted, "down", "boundary")
         if not decayed:  # (decayed: no trial fits before the search ends, or no factor > 1)
             self._theta = relaxed_theta(self._theta, c.theta_relax)
         if v > 0 and c.snapshot_policy == "windows":
             return Action.SNAPSHOT
         return action
+
+    def _pool_residuals(self, xs: list, ys: list) -> None:
+        lag1, squares = residual_lag1_sums(xs, ys)
+        self._ar1[0] += lag1
+        self._ar1[1] += squares
+
+    def _error_factor(self) -> float:
+        """``error_factor``, times the AR(1) inflation of the pooled residuals (error_ar1)."""
+        c = self.config
+        return c.error_factor * (ar1_inflation(*self._ar1) if c.error_ar1 else 1.0)
 
     def _boundary_bounds(self, se: float, prev_se: float | None) -> tuple[float, float]:
         """The error bounds the two rising windows must clear (0, 0 unless
@@ -1172,10 +1220,10 @@ class AdaLRS:
         if not c.boundary_tested:
             return 0.0, 0.0
 
+        factor = self._error_factor()
+
         def bound(x: float) -> float:
-            return slope_error_bound(
-                x, x, fixed=c.error_bound, factor=c.error_factor, floor=c.error_floor
-            )
+            return slope_error_bound(x, x, fixed=c.error_bound, factor=factor, floor=c.error_floor)
 
         return bound(se), bound(prev_se if prev_se is not None else 0.0)
 
@@ -1220,7 +1268,11 @@ class AdaLRS:
                 return d, f
         return None, 1.0
 
-    def _start_trial(self, step, v, prev_v, factor, emitted, direction="up") -> Action:
+    def _start_trial(
+        self, step, v, prev_v, factor, emitted, direction="up", cause="decay"
+    ) -> Action:
+        """Start a trial: ``cause`` is ``"decay"`` (the velocity decayed, the paper's trigger)
+        or ``"boundary"`` (the loss rose in two windows, ``boundary_rule="trial"``)."""
         s0 = self._scale
         target = s0 * factor if direction == "up" else s0 / factor
         self._trial = Trial(
@@ -1247,6 +1299,7 @@ class AdaLRS:
             alpha_eff=factor,
             target_scale=self._trial.target_scale,
             direction=direction,
+            **({"cause": cause} if cause != "decay" else {}),
         )
         return Action.SNAPSHOT
 
@@ -1298,6 +1351,7 @@ class AdaLRS:
         self._val_ys.append(loss)
         if self._val.n < self._k:
             return Action.CONTINUE
+        self._pool_residuals(self._val_xs, self._val_ys)
         j = self._judge()
         info = _verdict_fields(j, self._trial)
         if j.verdict is Verdict.BACKTRACK:
@@ -1323,7 +1377,7 @@ class AdaLRS:
                 v_new,
                 ref,
                 self._trial.loss_before,
-                error_factor=c.error_factor,
+                error_factor=self._error_factor(),
                 error_floor=c.error_floor,
                 regress_guard=c.regress_guard,
             )
@@ -1342,7 +1396,7 @@ class AdaLRS:
             self._trial.loss_before,
             comparable_rtol=c.comparable_rtol,
             error_bound=c.error_bound,
-            error_factor=c.error_factor,
+            error_factor=self._error_factor(),
             error_floor=c.error_floor,
             regress_guard=c.regress_guard,
             reference=c.reference,
@@ -1512,6 +1566,7 @@ class AdaLRS:
             "n_windows": self._n_windows,
             "prev_v": self._prev_v,
             "prev_se": self._prev_se,
+            "ar1": list(self._ar1),
             "trial": self._trial.to_state() if self._trial is not None else None,
             "val_x": list(self._val_xs),
             "val_y": list(self._val_ys),
@@ -1581,6 +1636,9 @@ class AdaLRS:
             self._prev_v = None if state["prev_v"] is None else float(state["prev_v"])
             prev_se = state.get("prev_se")  # newer than version 3's first releases
             self._prev_se = None if prev_se is None else float(prev_se)
+            self._ar1 = [float(x) for x in state.get("ar1", (0.0, 0.0))]  # newer than v3
+            if len(self._ar1) != 2:
+                raise ValueError(f"ar1 holds {len(self._ar1)} numbers, but must hold 2")
             trial = state["trial"]
             self._trial = Trial.from_state(trial) if trial is not None else None
             self._val.reset()

@@ -35,6 +35,7 @@ from adalrs_ray.core.stats import fit_velocity
 
 __all__ = [
     "TrialVerdict",
+    "ar1_inflation",
     "Verdict",
     "WindowStat",
     "clamp_scale",
@@ -57,6 +58,7 @@ __all__ = [
     "trial_factor",
     "regress_guard_trips",
     "relaxed_theta",
+    "residual_lag1_sums",
     "slope_error_bound",
     "slope_verdict",
     "velocity_decayed",
@@ -374,6 +376,34 @@ def judge_trial_by_level(
     if regressed:
         verdict = Verdict.BACKTRACK
     return TrialVerdict(verdict, v_new, ref.velocity, l_new, ref.level, e, False, regressed)
+
+
+def residual_lag1_sums(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """``(sum r_i r_{i-1}, sum r_i^2)`` over the residuals r of the least-squares line through
+    ``(xs, ys)``: one window's share of the pooled lag-1 autocorrelation (``(0, 0)`` below
+    three points)."""
+    n = len(xs)
+    if n < 3 or len(ys) != n:
+        return 0.0, 0.0
+    mx, my = sum(xs) / n, sum(ys) / n
+    cxx = sum((x - mx) ** 2 for x in xs)
+    if cxx <= 0:
+        return 0.0, 0.0
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / cxx
+    r = [y - my - b * (x - mx) for x, y in zip(xs, ys)]
+    return sum(r[i] * r[i - 1] for i in range(1, n)), sum(v * v for v in r)
+
+
+def ar1_inflation(lag1: float, squares: float, max_rho: float = 0.95) -> float:
+    """How much a least-squares slope's standard error understates its error when the noise is
+    AR(1) with the lag-1 autocorrelation ``rho = lag1 / squares`` (clipped to [0, max_rho]):
+    ``sqrt((1 + rho) / (1 - rho))``, the effective-sample-size correction. 1 without data or
+    for rho <= 0 (independent noise: the residuals of a fitted line are slightly negatively
+    correlated, never corrected downward)."""
+    if not squares > 0:
+        return 1.0
+    rho = min(max(lag1 / squares, 0.0), max_rho)
+    return math.sqrt((1.0 + rho) / (1.0 - rho))
 
 
 def slope_error_bound(
