@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -119,3 +120,35 @@ def test_lm_probe_signal_writes_its_table(tmp_path):
     rows = json.loads((tmp_path / "summary.json").read_text())["rows"]
     assert [r["signal"] for r in rows] == ["train", "probe 2"]
     assert rows[1]["cost_measured"] > 0 and (tmp_path / "table.md").is_file()
+
+
+def test_lm_signal_autocorrelation_tells_a_smooth_signal_from_independent_noise(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 400
+    smooth = np.cumsum(rng.standard_normal(n)) * 0.01  # a random walk: rho near 1
+    flat = rng.standard_normal(n) * 0.01  # independent noise: rho <= 0
+    pd.DataFrame({"step": np.arange(n), "probe_loss": 2.0 + smooth, "loss": 2.0 + flat}).to_parquet(
+        tmp_path / "metrics.parquet"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "lm_signal_autocorrelation.py"),
+            str(tmp_path / "metrics.parquet"),
+            "--window",
+            "20",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in proc.stdout.splitlines()
+        if line.startswith("| probe_loss") or line.startswith("| loss")
+    }
+    assert float(rows["probe_loss"][1]) > 0.5 and float(rows["probe_loss"][2]) > 1.7
+    assert float(rows["loss"][2]) == 1.0  # rho <= 0: no correction
+    assert rows["probe_loss"][0] == rows["loss"][0] == "20"  # windows
