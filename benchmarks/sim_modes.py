@@ -180,6 +180,8 @@ CONFIGS["opening_2w"] = {"rule": "opening", "opening_steps": "2*window"}
 CONFIGS["rule_opening_2w"] = {"rule": "opening"}  # the rule's own opening_steps: 2 x window
 # ... and in continue mode (a loop that cannot rewind: the opening's steps are the run's)
 CONFIGS["rule_opening_continue_2w"] = {"rule": "opening", "backtrack_mode": "continue"}
+# the default as a loop that cannot rewind resolves it (simulate() on a LossSimulator rewinds)
+CONFIGS["default_continue"] = {"base": "default", "backtrack_mode": "continue"}
 # ... each with e corrected for autocorrelated noise (error_ar1)
 CONFIGS["default_ar1"] = {"base": "default", "error_ar1": True}
 CONFIGS["rule_regression_ar1"] = {"rule": "regression", "error_ar1": True}

@@ -79,8 +79,13 @@ def test_train_with_adalrs_and_options_then_resume(corpus, tmp_path):
         (["--lr", "-1"], "lr is -1.0"),
         (["--adalrs-opt", "lam"], "KEY=VALUE"),
         (["--data", "/nonexistent/corpus"], "does not exist"),
-        # the default's opening does not fit a 40-step run at window 3: said, with the way out
-        (["--adalrs", "--steps", "40", "--window", "3"], "opening_factors=() turns it off"),
+        # an opening asked for that does not fit a 40-step run at window 3 (the default's
+        # own opening is then left out: the regression rule runs)
+        (
+            ["--adalrs", "--steps", "40", "--window", "3", "--adalrs-opt", "opening_steps=20"]
+            + ["--adalrs-opt", "opening_factors=[0.1, 10]"],
+            "use fewer opening_factors, fewer opening_steps",
+        ),
     ],
 )
 def test_train_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, extra, match):

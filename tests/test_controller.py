@@ -98,7 +98,18 @@ def test_controller_rejects_config_and_keywords_together():
 
 # ---------------------------------------------------------------- search window
 def test_scale_is_frozen_before_and_after_the_search_window():
-    ctl = AdaLRS(AdaLRSConfig(total_steps=1000, window=10, start_ratio=0.5, end_ratio=0.6))
+    # the regression rule: the default's opening would run before the search window
+    ctl = AdaLRS(
+        AdaLRSConfig.from_dict(
+            {
+                "rule": "regression",
+                "total_steps": 1000,
+                "window": 10,
+                "start_ratio": 0.5,
+                "end_ratio": 0.6,
+            }
+        )
+    )
     for t in range(500):
         d = ctl.observe(t, 10.0 - 0.001 * t)
         assert d.action is Action.CONTINUE and d.scale == 1.0

@@ -62,15 +62,32 @@ def test_paper_names_the_papers_rule_and_the_default_follows_the_loop():
     assert paper.resolved(rewinds=True) is paper  # a named mode is not the loop's to pick
     default = AdaLRSConfig(total_steps=100, **whole)
     assert not default.is_paper and default.backtrack_mode == "auto"
-    # where the loop cannot rewind: the regression rule, in continue mode
-    regression = AdaLRSConfig.from_dict({"rule": "regression", "total_steps": 100, **whole})
+    # where the loop cannot rewind and the opening would discard more than a tenth of the
+    # run (5 multipliers x 2 windows of 10 = all 100 steps): the regression rule, in continue
+    # mode, with e corrected for autocorrelated noise and a validated boundary downscale
+    noise = {"error_ar1": True, "boundary_rule": "trial"}
+    regression = AdaLRSConfig.from_dict(
+        {"rule": "regression", "total_steps": 100, **whole, **noise}
+    )
     assert default.resolved(rewinds=False) == regression
     assert AdaLRS(default).config == regression  # a loop that says nothing does not rewind
-    # where it rewinds: the opening rule, in rewind mode
+    assert RULES["regression"]["error_ar1"] is False  # the named rule as it was measured
+    # a run of 1,000 steps: the opening's 100 steps are a tenth of it, the opening rule
+    long = AdaLRSConfig(total_steps=1000, **whole)
+    assert long.resolved(rewinds=False) == AdaLRSConfig.from_dict(
+        {"rule": "opening", "total_steps": 1000, "backtrack_mode": "continue", **whole}
+    )
+    assert AdaLRSConfig(total_steps=999, **whole).resolved(rewinds=False).opening_factors == ()
+    # where it rewinds: the opening rule, in rewind mode (its opening costs compute, not steps)
     opening = AdaLRSConfig.from_dict(
         {"rule": "opening", "total_steps": 100, "backtrack_mode": "rewind", **whole}
     )
     assert default.resolved(rewinds=True) == opening
+    # where the opening does not fit the search window, the regression rule in either loop
+    short = AdaLRSConfig(total_steps=40, window=3)  # search [4, 16): 6 steps leave 10 < 12
+    assert short.resolved(rewinds=True).opening_factors == ()
+    assert short.resolved(rewinds=True).boundary_tested is False
+    assert short.resolved(rewinds=True).decay_basis == "adjustments"
     assert (opening.decay_basis, opening.opening_trials, opening.boundary_tested) == (
         "adjustments",
         "edge",

@@ -225,5 +225,8 @@ def test_boundary_rule_is_checked_and_the_paper_downscales():
     with pytest.raises(ValueError, match="boundary_rule is 'sometimes', but must be one of"):
         AdaLRSConfig(total_steps=100, window=5, boundary_rule="sometimes")
     with pytest.raises(ValueError, match="needs two_sided=True"):
-        AdaLRSConfig.paper(100, window=5, boundary_rule="trial")
+        AdaLRSConfig(total_steps=100, window=5, two_sided=False, boundary_rule="trial")
+    assert AdaLRSConfig(total_steps=100, window=5, two_sided=False).boundary_rule == "downscale"
+    assert AdaLRSConfig(total_steps=100, window=5).boundary_rule == "trial"
+    assert AdaLRSConfig(total_steps=100, window=5).error_ar1 is True
     assert AdaLRSConfig.paper(100, window=5).boundary_rule == "downscale"

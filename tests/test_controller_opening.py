@@ -400,12 +400,13 @@ def test_bracket_is_the_factor_to_the_nearest_tried_neighbour():
 
 
 def test_opening_narrows_caps_both_trial_factors_at_the_half_bracket():
-    ctl = AdaLRS(config(opening_factors=(0.316, 3.16), opening_narrows=True))
+    every = dict(opening_factors=(0.316, 3.16), opening_trials="all")  # trials after any choice
+    ctl = AdaLRS(config(**every, opening_narrows=True))
     run_opening(ctl, best=1.0)
     state = ctl.state_dict()
     assert state["factor_up"] == pytest.approx(math.sqrt(3.16))
     assert state["factor_down"] == pytest.approx(min(2.0, math.sqrt(3.16)))
-    wide = AdaLRS(config(opening_factors=(0.316, 3.16)))
+    wide = AdaLRS(config(**every, opening_narrows=False))
     run_opening(wide, best=1.0)
     assert wide.state_dict()["factor_up"] == 3.0  # without it: the configured alpha
 
@@ -513,7 +514,7 @@ def _trigger_after_opening(ctl: AdaLRS, start: int) -> None:
 )
 def test_opening_trials_edge_runs_trials_only_after_a_choice_at_the_edge(best, factor, trials):
     factors = (0.1, 0.316, 3.16)
-    ctl = AdaLRS(config(opening_factors=factors, opening_trials="edge"))
+    ctl = AdaLRS(config(opening_factors=factors, opening_trials="edge", opening_narrows=False))
     d = run_opening(ctl, best=best)
     (ev,) = [e for e in ctl.events if e["kind"] == "opening"]
     assert ev["factor"] == factor
@@ -524,8 +525,8 @@ def test_opening_trials_edge_runs_trials_only_after_a_choice_at_the_edge(best, f
         assert (state["factor_up"], state["factor_down"]) == (1.0, 1.0)
     _trigger_after_opening(ctl, len(d))
     assert ("trial_start" in [e["kind"] for e in ctl.events]) is trials
-    # the default ("all") starts the trial after a bracketed choice too
-    every = AdaLRS(config(opening_factors=factors))
+    # "all" starts the trial after a bracketed choice too
+    every = AdaLRS(config(opening_factors=factors, opening_trials="all", opening_narrows=False))
     run_opening(every, best=best)
     _trigger_after_opening(every, len(d))
     assert "trial_start" in [e["kind"] for e in every.events]

@@ -253,10 +253,14 @@ def test_rewind_mode_and_bad_controllers_are_refused():
     rewind = AdaLRSConfig(total_steps=1000, window=20, backtrack_mode="rewind")
     with pytest.raises(ValueError, match="backtrack_mode.*'rewind'.*cannot be rewound"):
         AdaLRSTrainerCallback(rewind)
-    # the default resolves as a loop that cannot rewind: the regression rule, no opening
+    # the default resolves as a loop that cannot rewind: at 50 windows the opening's 10
+    # windows would be a fifth of the run, so the regression rule; at 100 the opening rule
     cb = AdaLRSTrainerCallback(AdaLRSConfig(total_steps=1000, window=20))
     assert cb.controller.config.backtrack_mode == "continue"
     assert cb.controller.config.opening_factors == ()
+    long = AdaLRSTrainerCallback(AdaLRSConfig(total_steps=2000, window=20))
+    assert long.controller.config.backtrack_mode == "continue"
+    assert long.controller.config.opening_factors == (0.1, 0.316, 3.16, 10.0)
     with pytest.raises(ValueError, match="controller"):
         AdaLRSTrainerCallback(object())
 

@@ -224,6 +224,12 @@ def test_rewind_mode_is_refused():
         AdaLRSLightningCallback(rewind)
     cb = AdaLRSLightningCallback(AdaLRSConfig(total_steps=1000, window=20))
     assert cb.controller.config.backtrack_mode == "continue"  # "auto" here: no rewind
+    # 50 windows: the opening's 10 windows would be a fifth of the run, so no opening; at 100
+    # windows (a tenth) the default opens with it in continue mode
+    assert cb.controller.config.opening_factors == ()
+    long = AdaLRSLightningCallback(AdaLRSConfig(total_steps=2000, window=20))
+    assert long.controller.config.opening_factors == (0.1, 0.316, 3.16, 10.0)
+    assert long.controller.config.backtrack_mode == "continue"
 
 
 class _DumpOnEnd(Callback):

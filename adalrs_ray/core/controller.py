@@ -92,6 +92,7 @@ _V1_FIELDS = {
     "reference": "nearest",
     "opening_factors": (),
     "error_ar1": False,
+    "boundary_rule": "downscale",
 }
 # fields newer than some checkpoints that are not rule fields: a saved config without them was
 # made with these values
@@ -103,10 +104,9 @@ _LATER_DEFAULTS = {
     "inconclusive_restores": False,
     "boundary_tested": False,
     "opening_trials": "all",
-    "boundary_rule": "downscale",
 }
-# the regression rule's departures from the paper (the default where the loop cannot rewind,
-# and the base of the "opening" rule): two-sided trials, restore only on regress, v_ref from
+# the regression rule's departures from the paper (the default where the default's opening
+# does not fit the run, and the base of the "opening" rule): two-sided trials, restore only on regress, v_ref from
 # a line through H
 _REGRESSION = {
     "two_sided": True,
@@ -114,53 +114,61 @@ _REGRESSION = {
     "restore": "regressed",
     "reference": "regression",
 }
-# the fields whose default (None; backtrack_mode "auto") follows the loop: where it rewinds
-# its data, the "opening" rule (its opening and failed trials cost compute, not steps of the
-# run); where it cannot, the "regression" rule (an opening would discard four windows of steps).
-# docs/controller.md, "The default follows the loop", gives the measurements.
-_BY_MODE: dict[str, dict[str, Any]] = {
-    "continue": {
-        "decay_basis": "windows",
-        "opening_factors": (),
-        "opening_narrows": False,
-        "opening_trials": "all",
-        "boundary_tested": False,
-    },
-    "rewind": {
-        "decay_basis": "adjustments",
-        "opening_factors": (0.1, 0.316, 3.16, 10.0),
-        "opening_narrows": True,
-        "opening_trials": "edge",
-        "boundary_tested": True,
-    },
+# the opening range test and what goes with it (the "opening" rule), and their values without it
+_OPENING = {
+    "opening_factors": (0.1, 0.316, 3.16, 10.0),
+    "opening_narrows": True,
+    "opening_trials": "edge",
+    "boundary_tested": True,
 }
+_NO_OPENING = {
+    "opening_factors": (),
+    "opening_narrows": False,
+    "opening_trials": "all",
+    "boundary_tested": False,
+}
+# the fields whose default (None; backtrack_mode "auto") follows the loop: the opening rule in
+# both kinds of loop, the factors decaying per adjustment where the loop rewinds (steps go
+# back) and per window where it cannot. Where the opening does not fit the search window, or
+# where the loop cannot rewind and its multipliers' steps would be more than
+# _CONTINUE_OPENING_SHARE of the run, these fields take _NO_OPENING's values: the regression
+# rule. docs/controller.md, "The default follows the loop", gives the measurements.
+_BY_MODE: dict[str, dict[str, Any]] = {
+    "continue": {"decay_basis": "windows", **_OPENING},
+    "rewind": {"decay_basis": "adjustments", **_OPENING},
+}
+# the largest share of a run that a default opening may discard in a loop that cannot rewind
+# (the opening's multipliers' steps are then the run's): at 1/3 of a 600-step run it ended
+# worse than the regression rule from lr_grid/10 on the tiny LM; at 1/20 of a 4,000-step run
+# and at up to 1/8 on the simulators it ended better from every start
+_CONTINUE_OPENING_SHARE = 0.1
 BACKTRACK_MODES = ("auto", "continue", "rewind")
 #: what the boundary rule does (AdaLRSConfig.boundary_rule)
 BOUNDARY_RULES = ("downscale", "trial", "off")
-_CONTINUE = {**_BY_MODE["continue"], "backtrack_mode": "continue"}
+_CONTINUE = {"decay_basis": "windows", **_NO_OPENING, "backtrack_mode": "continue"}
+# the rules measured before error_ar1 and boundary_rule existed keep the paper's values of them
+_BEFORE_NOISE = {"error_ar1": False, "boundary_rule": "downscale"}
 # named rules: the beyond-the-paper fields each sets (docs/controller.md, "Beyond the paper",
 # gives the measurements behind each). A rule fills only the fields the caller did not set.
 # "paper", "regression" and "trajectory" were measured in continue mode and pin it; "opening"
 # leaves the mode to the loop ("auto": rewind where the loop rewinds its data).
 RULES: dict[str, dict[str, Any]] = {
     "paper": {**_CONTINUE, **_V1_FIELDS},
-    "regression": {**_CONTINUE, **_REGRESSION},
+    "regression": {**_CONTINUE, **_REGRESSION, **_BEFORE_NOISE},
     # two-sided trials judged by the level against the base LR's extrapolated trajectory
     "trajectory": {
         **_CONTINUE,
         "two_sided": True,
         "factor_shrink": 0.5,
         "reference": "trajectory",
+        **_BEFORE_NOISE,
     },
     # the default where the loop rewinds: the regression rule plus the opening range test
     # before the first step over 1/10 .. 10x; trials after it only when its choice is at the
     # edge of what it tried, and inside its bracket; the boundary rule only on significant
     # rises (docs/controller.md, "The opening" and "After the opening"); decay_basis follows
     # the mode the loop resolves
-    "opening": {
-        **_REGRESSION,
-        **{k: v for k, v in _BY_MODE["rewind"].items() if k != "decay_basis"},
-    },
+    "opening": {**_REGRESSION, **_OPENING},
 }
 
 #: how a trial's validation window is judged (AdaLRSConfig.reference)
@@ -267,7 +275,10 @@ class AdaLRSConfig:
             (it says so: :meth:`resolved`), ``"continue"`` elsewhere; the fields left at
             ``None`` (``decay_basis``, ``opening_factors``, ``opening_narrows``,
             ``opening_trials``, ``boundary_tested``) then take the ``opening`` rule's values
-            in rewind mode and the ``regression`` rule's in continue mode.
+            in either mode (``decay_basis``: ``"adjustments"`` in rewind mode, ``"windows"``
+            in continue mode), unless the opening does not fit the search window or, in
+            continue mode, its multipliers' steps would exceed a tenth of ``total_steps``
+            (they are then steps of the run): then the ``regression`` rule's (no opening).
             ``"continue"``: after RESTORE the step counter, the data
             stream and the base schedule move on (the steps of a failed trial count against the
             budget, as in the paper's cost figures). ``"rewind"``: the loop also rewinds the
@@ -388,7 +399,7 @@ class AdaLRSConfig:
     error_bound: float | None = None
     error_factor: float = 1.0
     error_floor: float = 0.0
-    error_ar1: bool = False
+    error_ar1: bool = True
     comparable_rtol: float = 0.05
     regress_guard: bool = True
     reference_excludes_trigger: bool = False
@@ -406,7 +417,7 @@ class AdaLRSConfig:
     inconclusive_shrinks: bool = False
     inconclusive_restores: bool = False
     boundary_tested: bool | None = None
-    boundary_rule: str = "downscale"
+    boundary_rule: str | None = None
     factor_shrink: float = 0.5
     min_trial_factor: float = 1.0
     settle_steps: int = 0
@@ -443,10 +454,10 @@ class AdaLRSConfig:
         """This config as a loop runs it: ``backtrack_mode="auto"`` becomes ``"rewind"`` where
         the loop rewinds its data after a restore (``rewinds=True``: the LM loop,
         :func:`~adalrs_ray.core.simulator.simulate`) and ``"continue"`` elsewhere, and the
-        fields left at ``None`` follow that mode (the ``opening`` rule's values in rewind mode,
-        the ``regression`` rule's in continue mode). A config with a set mode is returned as
-        is. Raises ``ValueError`` if the resolved config is invalid (an opening that does not
-        fit the search window, say)."""
+        fields left at ``None`` follow that mode (the ``opening`` rule's values where its
+        opening fits the run, the ``regression`` rule's elsewhere: see ``backtrack_mode``). A
+        config with a set mode is returned as is. Raises ``ValueError`` if the resolved config
+        is invalid."""
         if self.backtrack_mode != "auto":
             return self
         mode = "rewind" if rewinds else "continue"
@@ -455,8 +466,6 @@ class AdaLRSConfig:
         except ValueError as exc:
             where = "rewinds" if rewinds else "does not rewind"
             hint = f" (backtrack_mode='auto' runs as {mode!r} in a loop that {where} its data"
-            if rewinds and self.opening_factors is None and "opening" in str(exc):
-                hint += "; the opening is the default's there, opening_factors=() turns it off"
             raise ValueError(f"{exc}{hint})") from None
 
     def __post_init__(self) -> None:
@@ -473,11 +482,14 @@ class AdaLRSConfig:
                 except ValueError as exc:
                     errors.append(exc)
             raise errors[0]  # the continue copy's error: neither kind of loop can run it
-        for name, value in _BY_MODE[self.backtrack_mode].items():
-            if getattr(self, name) is None:
-                if name == "opening_trials" and not self.two_sided:
-                    value = "all"  # "edge" needs two-sided trials
-                object.__setattr__(self, name, value)
+        followed = [name for name in _BY_MODE[self.backtrack_mode] if getattr(self, name) is None]
+        for name in followed:
+            value = _BY_MODE[self.backtrack_mode][name]
+            if name == "opening_trials" and not self.two_sided:
+                value = "all"  # "edge" needs two-sided trials
+            object.__setattr__(self, name, value)
+        if self.boundary_rule is None:  # a validated downscale where trials go both ways
+            object.__setattr__(self, "boundary_rule", "trial" if self.two_sided else "downscale")
         check_int("total_steps", self.total_steps, 1)
         for name in ("alpha", "beta", "lam", "start_ratio", "end_ratio", "theta0", "theta_relax"):
             value = getattr(self, name)
@@ -575,6 +587,10 @@ class AdaLRSConfig:
                 f"in [1, window={self.window}]",
             )
         need = 3 * self.window + self.ramp_len + self.settle_steps
+        if "opening_factors" in followed and self.opening_factors and not self._opening_fits(need):
+            for name in followed:  # the default's opening does not fit: the regression rule
+                if name in _NO_OPENING:
+                    object.__setattr__(self, name, _NO_OPENING[name])
         if self.opening_factors:
             if self.opening_steps is None:  # two windows: the horizon of one velocity step
                 object.__setattr__(self, "opening_steps", 2 * int(self.window))
@@ -605,6 +621,17 @@ class AdaLRSConfig:
             f"need {need} steps; use a "
             "smaller window, a wider [start_ratio, end_ratio) or a longer run",
         )
+
+    def _opening_fits(self, need: int) -> bool:
+        """Whether the default's opening fits this run: it leaves ``need`` steps of the search
+        window and, where the loop cannot rewind, discards at most _CONTINUE_OPENING_SHARE of
+        the run's steps."""
+        steps = self.opening_steps if self.opening_steps is not None else 2 * int(self.window)
+        n = len(opening_order(tuple(self.opening_factors))) + 2 * self.opening_refine
+        rewinds = self.backtrack_mode == "rewind"
+        opening = (1 if rewinds else n) * steps
+        left = self.search_end - max(self.search_start, opening)
+        return left >= need and (rewinds or n * steps <= _CONTINUE_OPENING_SHARE * self.total_steps)
 
     def _copy_fixed_fields(self, concrete: AdaLRSConfig) -> None:
         """An "auto" config takes the normalised values (window, opening_steps, tuples) of a
