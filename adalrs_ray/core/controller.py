@@ -106,8 +106,8 @@ _LATER_DEFAULTS = {
     "opening_trials": "all",
 }
 # the regression rule's departures from the paper (the default where the default's opening
-# does not fit the run, and the base of the "opening" rule): two-sided trials, restore only on regress, v_ref from
-# a line through H
+# does not fit the run, and the base of the "opening" rule): two-sided trials, restore only on
+# regress, v_ref from a line through H
 _REGRESSION = {
     "two_sided": True,
     "factor_shrink": 0.5,
@@ -251,7 +251,8 @@ class AdaLRSConfig:
             noise is autocorrelated (rho about 0.8 on the tiny LM) and the bare standard error
             understates a slope's error about threefold: two windows "rise significantly" by
             chance in a flat stretch. For independent noise (the training loss) rho <= 0 and
-            nothing changes. Default ``False`` (the paper's).
+            nothing changes. Default ``True``; the paper's rule and the named rules
+            ``regression`` and ``trajectory`` (measured before it) set ``False``.
         comparable_rtol: the reference window must have a mean loss within this relative
             distance of mean(L_new); otherwise the corner case applies: keep if mean(L_new) is
             below every history loss, backtrack if above every one, else inconclusive.
@@ -315,6 +316,8 @@ class AdaLRSConfig:
             ``"downscale"`` (the paper: divide the scale by beta', blind), ``"trial"``
             (two-sided only, beyond the paper: start a downscale trial, validated like any
             trial, if one may start; a downscale is then never applied blind) or ``"off"``.
+            ``None`` (default): ``"trial"`` with ``two_sided``, else ``"downscale"``; the
+            named rules ``paper``, ``regression`` and ``trajectory`` set ``"downscale"``.
         counter_trial: two-sided only: a failed trial that restored the snapshot starts the
             trial the other way at once, from the restored model and with the same H (whose
             steps are moved on by the discarded ones), instead of after two fresh windows
