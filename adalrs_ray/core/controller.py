@@ -147,7 +147,7 @@ BACKTRACK_MODES = ("auto", "continue", "rewind")
 BOUNDARY_RULES = ("downscale", "trial", "off")
 _CONTINUE = {"decay_basis": "windows", **_NO_OPENING, "backtrack_mode": "continue"}
 # the rules measured before error_ar1 and boundary_rule existed keep the paper's values of them
-_BEFORE_NOISE = {"error_ar1": False, "boundary_rule": "downscale"}
+_BEFORE_NOISE = {k: _V1_FIELDS[k] for k in ("error_ar1", "boundary_rule")}
 # named rules: the beyond-the-paper fields each sets (docs/controller.md, "Beyond the paper",
 # gives the measurements behind each). A rule fills only the fields the caller did not set.
 # "paper", "regression" and "trajectory" were measured in continue mode and pin it; "opening"
@@ -604,10 +604,7 @@ class AdaLRSConfig:
                 f"opening_tail is {self.opening_tail}, but must be <= opening_steps="
                 f"{self.opening_steps}",
             )
-            n = len(self.opening_order) + 2 * self.opening_refine
-            runs = 1 if self.backtrack_mode == "rewind" else n
-            opening = runs * self.opening_steps  # steps 0 .. opening - 1 of the loop
-            left = self.search_end - max(self.search_start, opening)
+            n, opening, left = self._opening_span()
             check(
                 left >= need,
                 f"the opening ({n} multipliers x opening_steps="
@@ -625,16 +622,22 @@ class AdaLRSConfig:
             "smaller window, a wider [start_ratio, end_ratio) or a longer run",
         )
 
+    def _opening_span(self) -> tuple[int, int, int]:
+        """The opening's multipliers, the steps of the loop it takes (steps 0 .. opening - 1;
+        all of them in continue mode, one multiplier's in rewind mode) and the steps of the
+        search window it leaves (``opening_steps`` ``None``: two windows)."""
+        steps = self.opening_steps if self.opening_steps is not None else 2 * int(self.window)
+        n = len(self.opening_order) + 2 * self.opening_refine
+        opening = (1 if self.backtrack_mode == "rewind" else n) * steps
+        return n, opening, self.search_end - max(self.search_start, opening)
+
     def _opening_fits(self, need: int) -> bool:
         """Whether the default's opening fits this run: it leaves ``need`` steps of the search
         window and, where the loop cannot rewind, discards at most _CONTINUE_OPENING_SHARE of
         the run's steps."""
-        steps = self.opening_steps if self.opening_steps is not None else 2 * int(self.window)
-        n = len(opening_order(tuple(self.opening_factors))) + 2 * self.opening_refine
+        _, opening, left = self._opening_span()
         rewinds = self.backtrack_mode == "rewind"
-        opening = (1 if rewinds else n) * steps
-        left = self.search_end - max(self.search_start, opening)
-        return left >= need and (rewinds or n * steps <= _CONTINUE_OPENING_SHARE * self.total_steps)
+        return left >= need and (rewinds or opening <= _CONTINUE_OPENING_SHARE * self.total_steps)
 
     def _copy_fixed_fields(self, concrete: AdaLRSConfig) -> None:
         """An "auto" config takes the normalised values (window, opening_steps, tuples) of a
