@@ -20,8 +20,7 @@ import statistics
 
 import pandas as pd
 
-from adalrs_ray.core.decisions import ar1_inflation, residual_lag1_sums
-from adalrs_ray.core.stats import fit_velocity
+from adalrs_ray.core.decisions import ar1_inflation, residual_lag1_sums, window_stats
 
 COLUMNS = (
     "windows",
@@ -36,33 +35,14 @@ COLUMNS = (
 )
 
 
-def windows(steps: list[int], losses: list[float], k: int) -> list[tuple[list, list]]:
-    return [(steps[i : i + k], losses[i : i + k]) for i in range(0, len(steps) - k + 1, k)]
-
-
-def velocity(xs: list, ys: list) -> tuple[float, float]:
-    n = len(xs)
-    x0, y0 = xs[0], ys[0]
-    dx = [x - x0 for x in xs]
-    dy = [y - y0 for y in ys]
-    return fit_velocity(
-        n,
-        sum(dx),
-        sum(dy),
-        sum(a * a for a in dx),
-        sum(a * b for a, b in zip(dx, dy)),
-        sum(b * b for b in dy),
-    )
-
-
 def report(steps: list[int], losses: list[float], k: int) -> dict:
-    ws = windows(steps, losses, k)
+    m = len(steps) // k * k  # whole windows only
+    stats = window_stats(steps[:m], losses[:m], k, k)
     lag1 = squares = 0.0
-    vs = []
-    for xs, ys in ws:
-        a, b = residual_lag1_sums(xs, ys)
+    for w in stats:
+        a, b = residual_lag1_sums(steps[w.start : w.start + k], losses[w.start : w.start + k])
         lag1, squares = lag1 + a, squares + b
-        vs.append(velocity(xs, ys))
+    vs = [(w.velocity, w.se) for w in stats]
     f = ar1_inflation(lag1, squares)
     pairs = list(zip(vs, vs[1:]))
 
