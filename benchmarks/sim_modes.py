@@ -180,10 +180,20 @@ CONFIGS["opening_2w"] = {"rule": "opening", "opening_steps": "2*window"}
 CONFIGS["rule_opening_2w"] = {"rule": "opening"}  # the rule's own opening_steps: 2 x window
 # ... and in continue mode (a loop that cannot rewind: the opening's steps are the run's)
 CONFIGS["rule_opening_continue_2w"] = {"rule": "opening", "backtrack_mode": "continue"}
+# every config on the "opening" rule above was measured before error_ar1 and boundary_rule
+# existed: they keep the paper's values of both (the rule itself now takes the defaults)
+for _fields in CONFIGS.values():
+    if isinstance(_fields, dict) and _fields.get("rule") == "opening":
+        _fields.update(error_ar1=False, boundary_rule="downscale")
 # the default as a loop that cannot rewind resolves it (simulate() on a LossSimulator rewinds)
 CONFIGS["default_continue"] = {"base": "default", "backtrack_mode": "continue"}
-# ... each with e corrected for autocorrelated noise (error_ar1)
-CONFIGS["default_ar1"] = {"base": "default", "error_ar1": True}
+# the default before error_ar1 and boundary_rule, and with error_ar1 alone
+CONFIGS["default_before_noise"] = {
+    "base": "default",
+    "error_ar1": False,
+    "boundary_rule": "downscale",
+}
+CONFIGS["default_ar1"] = {"base": "default", "boundary_rule": "downscale"}
 CONFIGS["rule_regression_ar1"] = {"rule": "regression", "error_ar1": True}
 CONFIGS["rule_opening_continue_2w_ar1"] = {**CONFIGS["rule_opening_continue_2w"], "error_ar1": True}
 
