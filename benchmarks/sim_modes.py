@@ -181,9 +181,14 @@ CONFIGS["rule_opening_2w"] = {"rule": "opening"}  # the rule's own opening_steps
 # ... and in continue mode (a loop that cannot rewind: the opening's steps are the run's)
 CONFIGS["rule_opening_continue_2w"] = {"rule": "opening", "backtrack_mode": "continue"}
 # every config on the "opening" rule above was measured before error_ar1 and boundary_rule
-# existed: they keep the paper's values of both (the rule itself now takes the defaults)
-for _fields in CONFIGS.values():
-    if isinstance(_fields, dict) and _fields.get("rule") == "opening":
+# existed: they keep the paper's values of both (the rule itself now takes the defaults), all
+# but "rule_opening_2w", the rule as it stands (like "default")
+for _name, _fields in CONFIGS.items():
+    if (
+        isinstance(_fields, dict)
+        and _fields.get("rule") == "opening"
+        and _name != "rule_opening_2w"
+    ):
         _fields.update(error_ar1=False, boundary_rule="downscale")
 # the default as a loop that cannot rewind resolves it (simulate() on a LossSimulator rewinds)
 CONFIGS["default_continue"] = {"base": "default", "backtrack_mode": "continue"}
