@@ -152,3 +152,44 @@ def test_lm_signal_autocorrelation_tells_a_smooth_signal_from_independent_noise(
     assert float(rows["probe_loss"][1]) > 0.5 and float(rows["probe_loss"][2]) > 1.7
     assert float(rows["loss"][2]) == 1.0  # rho <= 0: no correction
     assert rows["probe_loss"][0] == rows["loss"][0] == "20"  # windows
+
+
+def _sim_trial_keeps(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sim_trial_keeps.py"), *args],
+        cwd=ROOT / "benchmarks",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_sim_trial_keeps_counts_fewer_trials_once_the_search_stops_at_a_bracket(tmp_path):
+    out = tmp_path / "keeps.md"
+    args = [
+        "--seeds",
+        "4",
+        "--modes",
+        "lm",
+        "--horizons",
+        "8",
+        "--starts",
+        "0.1",
+        "--out",
+        str(out),
+    ]
+    proc = _sim_trial_keeps(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {
+        cells[1]: cells
+        for cells in (
+            [c.strip() for c in line.split("|")[1:-1]] for line in out.read_text().splitlines()
+        )
+        if len(cells) == 9 and cells[0] == "lm x8"
+    }
+    stopped, going_on = rows["default"], rows["default_before_bracket"]
+    assert stopped[2] == going_on[2] == "4"  # runs
+    trials = [float(r[3]) + float(r[6]) for r in (stopped, going_on)]  # up + down per run
+    assert trials[0] <= 2 < 5 < trials[1]
+    bad = _sim_trial_keeps("--configs", "default,nonsense", "--seeds", "1")
+    assert bad.returncode != 0 and "names ['nonsense']" in bad.stderr

@@ -9,6 +9,7 @@ with seeded AR(1) and independent noise.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -202,6 +203,38 @@ def test_a_boundary_trial_is_kept_only_if_the_lower_lr_descends(validation, verd
     assert (event["kind"], event["direction"]) == (verdict, "down")
     assert tried.scale == pytest.approx(scale)
     assert "boundary_downscale" not in kinds(tried)
+
+
+def test_an_inconclusive_boundary_trial_keeps_the_lower_scale():
+    """The loss rose at the base scale: where the lower one measures no different, the tie goes
+    down (a velocity test on a saturated, diverging loss cannot tell two scales apart); the
+    regress guard does not act, since the validation lies above the last window at any scale."""
+    ctl = AdaLRS(
+        cfg(**TWO_SIDED, boundary_rule="trial", error_floor=1.0, reference="regression")
+    )  # e = 1: no test decides
+    rising = line(5.0, -0.1) + line(6.0, -0.1)
+    feed(ctl, rising + [6.9] * K + line(7.0, -0.1), 0)  # still rising, above L_before
+    keep = ctl.events[-1]
+    assert (keep["kind"], keep["direction"], keep["tie"]) == ("keep", "down", True)
+    assert keep["l_new"] > keep["l_before"] and not keep["regressed"]
+    assert ctl.scale == pytest.approx(1 / (2 * 0.99**2))
+    # a trial on the paper's trigger with the same verdict is dropped, as before
+    decay = AdaLRS(cfg(**TWO_SIDED, boundary_rule="trial", error_floor=1.0, reference="regression"))
+    feed(decay, line(10.0, 0.5) + line(5.4, 0.1) + [4.4] * K + line(5.3, 0.1), 0)
+    assert kinds(decay)[-1] == "inconclusive" and decay.scale == 1.0
+
+
+def test_a_boundary_trial_that_resumes_mid_validation_keeps_its_cause():
+    ctl = AdaLRS(cfg(**TWO_SIDED, boundary_rule="trial", error_floor=1.0, reference="regression"))
+    feed(ctl, line(5.0, -0.1) + line(6.0, -0.1) + [6.9] * K + line(7.0, -0.1)[:5], 0)
+    state = json.loads(json.dumps(ctl.state_dict()))
+    assert state["trial"]["cause"] == "boundary"
+    resumed = AdaLRS(
+        cfg(**TWO_SIDED, boundary_rule="trial", error_floor=1.0, reference="regression")
+    )
+    resumed.load_state_dict(state)
+    feed(resumed, line(7.0, -0.1)[5:], 35)
+    assert resumed.events[-1]["tie"] is True
 
 
 def test_boundary_rule_trial_does_nothing_once_no_downscale_trial_may_start():

@@ -377,7 +377,7 @@ def test_the_opening_rule_is_the_default_plus_the_opening():
     default = AdaLRSConfig(total_steps=2000, window=50)
     assert c.opening_factors == (0.1, 0.316, 3.16, 10.0)
     assert c.opening_steps == 100 and c.opening_tail == 25 and c.opening_narrows
-    assert c.opening_trials == "edge" and c.boundary_tested
+    assert c.opening_trials == "edge" and c.boundary_tested and c.bracket_stops
     same = {k for k, v in default.to_dict().items() if c.to_dict()[k] == v}
     assert set(default.to_dict()) - same == {
         "opening_factors",
@@ -386,6 +386,7 @@ def test_the_opening_rule_is_the_default_plus_the_opening():
         "opening_narrows",
         "opening_trials",
         "boundary_tested",
+        "bracket_stops",
     }
 
 
@@ -400,7 +401,8 @@ def test_bracket_is_the_factor_to_the_nearest_tried_neighbour():
 
 
 def test_opening_narrows_caps_both_trial_factors_at_the_half_bracket():
-    every = dict(opening_factors=(0.316, 3.16), opening_trials="all")  # trials after any choice
+    # trials after any choice (bracket_stops would stop them after a bracketed one)
+    every = dict(opening_factors=(0.316, 3.16), opening_trials="all", bracket_stops=False)
     ctl = AdaLRS(config(**every, opening_narrows=True))
     run_opening(ctl, best=1.0)
     state = ctl.state_dict()
@@ -525,8 +527,15 @@ def test_opening_trials_edge_runs_trials_only_after_a_choice_at_the_edge(best, f
         assert (state["factor_up"], state["factor_down"]) == (1.0, 1.0)
     _trigger_after_opening(ctl, len(d))
     assert ("trial_start" in [e["kind"] for e in ctl.events]) is trials
-    # "all" starts the trial after a bracketed choice too
-    every = AdaLRS(config(opening_factors=factors, opening_trials="all", opening_narrows=False))
+    # "all" starts the trial after a bracketed choice too (unless bracket_stops stops it)
+    every = AdaLRS(
+        config(
+            opening_factors=factors,
+            opening_trials="all",
+            opening_narrows=False,
+            bracket_stops=False,
+        )
+    )
     run_opening(every, best=best)
     _trigger_after_opening(every, len(d))
     assert "trial_start" in [e["kind"] for e in every.events]

@@ -330,9 +330,10 @@ def test_trial_reads_the_version_1_dict_and_writes_version_2(extra):
     state = {**V1_TRIAL, **extra}
     trial = Trial.from_state(state)
     assert (trial.base_scale, trial.ramp_step, trial.ramp_len) == (1.0, 4, 10)
-    assert (trial.direction, trial.settle_left) == ("up", 0)  # version 1: upscales, no settle
+    # version 1: upscales on the paper's trigger, no settle
+    assert (trial.direction, trial.settle_left, trial.cause) == ("up", 0, "decay")
     assert trial.tried_scale == extra.get("validated_scale", 3.0)
-    v2 = {**V1_TRIAL, "direction": "up", "settle": 0, **extra}
+    v2 = {**V1_TRIAL, "direction": "up", "settle": 0, "cause": "decay", **extra}
     assert trial.to_state() == v2
     assert list(trial.to_state()) == list(v2)  # the key order too
     assert Trial.from_state(v2) == trial
@@ -341,6 +342,11 @@ def test_trial_reads_the_version_1_dict_and_writes_version_2(extra):
 def test_trial_rejects_an_unknown_direction():
     with pytest.raises(ValueError, match="direction"):
         Trial.from_state({**V1_TRIAL, "direction": "sideways"})
+
+
+def test_trial_rejects_an_unknown_cause():
+    with pytest.raises(ValueError, match="trial cause is 'boredom', not 'decay' or 'boundary'"):
+        Trial.from_state({**V1_TRIAL, "cause": "boredom"})
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,7 @@ from adalrs_ray.core.decisions import (
     opening_order,
     opening_refinement,
     opening_score,
+    opening_sides,
     ramp_scale,
     rectified_alpha,
     rectified_beta_divisor,
@@ -68,6 +69,7 @@ from adalrs_ray.core.decisions import (
     relaxed_theta,
     residual_lag1_sums,
     shrunk_factor,
+    sides_after,
     slope_error_bound,
     trajectory_reference,
     trial_factor,
@@ -93,6 +95,7 @@ _V1_FIELDS = {
     "opening_factors": (),
     "error_ar1": False,
     "boundary_rule": "downscale",
+    "bracket_stops": False,
 }
 # fields newer than some checkpoints that are not rule fields: a saved config without them was
 # made with these values
@@ -120,12 +123,14 @@ _OPENING = {
     "opening_narrows": True,
     "opening_trials": "edge",
     "boundary_tested": True,
+    "bracket_stops": True,
 }
 _NO_OPENING = {
     "opening_factors": (),
     "opening_narrows": False,
     "opening_trials": "all",
     "boundary_tested": False,
+    "bracket_stops": False,
 }
 # the fields whose default (None; backtrack_mode "auto") follows the loop: the opening rule in
 # both kinds of loop, the factors decaying per adjustment where the loop rewinds (steps go
@@ -275,8 +280,8 @@ class AdaLRSConfig:
         backtrack_mode: ``"auto"`` (default): ``"rewind"`` where the loop rewinds its data
             (it says so: :meth:`resolved`), ``"continue"`` elsewhere; the fields left at
             ``None`` (``decay_basis``, ``opening_factors``, ``opening_narrows``,
-            ``opening_trials``, ``boundary_tested``) then take the ``opening`` rule's values
-            in either mode (``decay_basis``: ``"adjustments"`` in rewind mode, ``"windows"``
+            ``opening_trials``, ``boundary_tested``, ``bracket_stops``) then take the
+            ``opening`` rule's values in either mode (``decay_basis``: ``"adjustments"`` in rewind mode, ``"windows"``
             in continue mode), unless the opening does not fit the search window or, in
             continue mode, its multipliers' steps would exceed a tenth of ``total_steps``
             (they are then steps of the run): then the ``regression`` rule's (no opening).
@@ -383,6 +388,16 @@ class AdaLRSConfig:
             bracketed and no trial follows (the boundary rule and divergence still act):
             within the bracket the loss is flat and trials cost more than they find. ``None``:
             by ``backtrack_mode`` (``"edge"`` in rewind mode if two-sided, else ``"all"``).
+        bracket_stops: two-sided only: the search stops (no trial follows; the boundary rule and
+            divergence still act) once both sides of the current scale measured worse than
+            it: a failed or inconclusive trial measures its own side, a kept trial leaves the
+            scale it came from on the side it came from, and the opening measures each side
+            on which it tried a multiplier. Every trial has the same small chance of a false
+            keep, so an endless search drifts: on the LM-like simulator at 8x its length,
+            without it, the trials after the opening moved the LR away from the optimum 149
+            times and toward it 9 times (80 seeds from 1/10 and 10x; docs/controller.md, "The
+            search stops at a bracket"). ``None``: by ``backtrack_mode``, ``True`` where the
+            opening runs (as ``opening_factors``), else ``False``.
 
     :meth:`paper` builds the paper's rule (Algorithm 1 with the details stated beside it).
     """
@@ -424,6 +439,7 @@ class AdaLRSConfig:
     factor_shrink: float = 0.5
     min_trial_factor: float = 1.0
     settle_steps: int = 0
+    bracket_stops: bool | None = None
     restore: str = "regressed"
     reference: str = "regression"
     opening_factors: tuple[float, ...] | None = None
@@ -490,6 +506,8 @@ class AdaLRSConfig:
             value = _BY_MODE[self.backtrack_mode][name]
             if name == "opening_trials" and not self.two_sided:
                 value = "all"  # "edge" needs two-sided trials
+            if name == "bracket_stops" and not self.two_sided:
+                value = False  # so does a bracket
             object.__setattr__(self, name, value)
         if self.boundary_rule is None:  # a validated downscale where trials go both ways
             object.__setattr__(self, "boundary_rule", "trial" if self.two_sided else "downscale")
@@ -529,6 +547,10 @@ class AdaLRSConfig:
             "boundary_rule is 'trial', but a downscale trial needs two_sided=True",
         )
         check(
+            not self.bracket_stops or self.two_sided,
+            "bracket_stops is True, but a bracket needs trials both ways: two_sided=True",
+        )
+        check(
             self.opening_trials == "all" or self.two_sided,
             f"opening_trials is {self.opening_trials!r}, but 'edge' stops the two-sided "
             "search's trials and needs two_sided=True",
@@ -542,6 +564,7 @@ class AdaLRSConfig:
             "boundary_tested",
             "opening_narrows",
             "error_ar1",
+            "bracket_stops",
         ):
             value = getattr(self, name)
             check(isinstance(value, bool), f"{name} is {value!r}, but must be True or False")
@@ -772,9 +795,10 @@ _TRIAL_KEYS = {
     "early_stop": "early_stop",
     "direction": "direction",
     "settle_left": "settle",
+    "cause": "cause",
 }
 # keys a version-1 trial lacks, and their version-1 values
-_TRIAL_V1 = {"direction": "up", "settle": 0}
+_TRIAL_V1 = {"direction": "up", "settle": 0, "cause": "decay"}
 
 
 @dataclass
@@ -787,7 +811,9 @@ class Trial:
     ``ramp_len`` the ramp's progress i of n; ``history_max`` max(H), the early-stop level of the
     ramp; ``loss_before`` the mean of the last window of H (the regress guard's level);
     ``early_stop`` whether the ramp stopped early; ``validated_scale`` the scale held during
-    validation (``None`` during the ramp).
+    validation (``None`` during the ramp); ``direction`` ``"up"`` or ``"down"``;
+    ``settle_left`` the settle steps still to skip; ``cause`` ``"decay"`` (the paper's
+    trigger) or ``"boundary"`` (two rising windows, ``boundary_rule="trial"``).
 
     In ``state_dict()`` a trial is the dict of format version 1 (keys ``s0``, ``target``,
     ``i``, ``n``, ``hist_max``, ``l_before``...): :meth:`to_state` and :meth:`from_state`
@@ -806,6 +832,7 @@ class Trial:
     validated_scale: float | None = None
     direction: str = "up"
     settle_left: int = 0
+    cause: str = "decay"
 
     @property
     def tried_scale(self) -> float:
@@ -829,6 +856,8 @@ class Trial:
         state = {**_TRIAL_V1, **state}
         if state["direction"] not in ("up", "down"):
             raise ValueError(f"trial direction is {state['direction']!r}, not 'up' or 'down'")
+        if state["cause"] not in ("decay", "boundary"):
+            raise ValueError(f"trial cause is {state['cause']!r}, not 'decay' or 'boundary'")
         early_stop = state["early_stop"]
         if not isinstance(early_stop, bool):
             raise ValueError(f"trial early_stop is {early_stop!r}, but must be a bool")
@@ -846,6 +875,7 @@ class Trial:
             validated_scale=None if validated is None else float(validated),
             direction=str(state["direction"]),
             settle_left=int(state["settle"]),
+            cause=str(state["cause"]),
         )
 
 
@@ -918,6 +948,8 @@ class AdaLRS:
         # two-sided search: the next trial's direction and each direction's base factor
         self._direction = "up"
         self._factors = {"up": float(config.alpha), "down": float(config.beta)}
+        # the sides of the current scale measured worse than it (bracket_stops)
+        self._sides: frozenset[str] = frozenset()
         # steps whose training a restore threw away (backtrack_mode="continue"): the model's
         # own step count is the loop's minus these (the trajectory reference fits on it)
         self._discarded = 0
@@ -1134,7 +1166,9 @@ class AdaLRS:
         if c.opening_narrows:
             cap = math.sqrt(opening_bracket(order, best))
             self._factors = {d: min(f, cap) for d, f in self._factors.items()}
-        if c.opening_trials == "edge" and opening_bracketed(order, best):
+        self._sides = opening_sides(order, best)
+        bracketed = opening_bracketed(order, best)
+        if bracketed and (c.opening_trials == "edge" or c.bracket_stops):
             self._factors = {"up": 1.0, "down": 1.0}  # bracketed: no trial follows
         if order[best] != 1:
             self._adjustments += 1
@@ -1318,6 +1352,7 @@ class AdaLRS:
             history_max=max(self._hist_y),
             loss_before=sum(list(self._hist_y)[-self._k :]) / self._k,
             direction=direction,
+            cause=cause,
         )
         self._phase = "ramp"
         self._scale = self._ramp_scale(1)
@@ -1391,12 +1426,17 @@ class AdaLRS:
             return self._fail_trial(step, emitted, reason=j.backtrack_reason, **info)
         if j.verdict is Verdict.KEEP:
             return self._keep_trial(step, emitted, info)
+        if self._trial.cause == "boundary":  # the loss rose at the base scale: a tie goes down
+            return self._keep_trial(step, emitted, {**info, "tie": True})
         return self._drop_trial(step, emitted, info)
 
     def _judge(self) -> TrialVerdict:
         """The verdict on the trial from the validation window and H (decisions.judge_trial)."""
         c = self.config
         v_new, se_new = self._val.velocity()
+        # a boundary trial starts where the loss rises at the base scale: its validation mean
+        # lies above the last window's whatever the scale, so only the velocities decide
+        guard = c.regress_guard and self._trial.cause != "boundary"
         if c.reference == "trajectory":
             n = self._val.n
             var = max(0.0, self._val.syy / n - (self._val.sy / n) ** 2) * n / max(1, n - 1)
@@ -1412,7 +1452,7 @@ class AdaLRS:
                 self._trial.loss_before,
                 error_factor=self._error_factor(),
                 error_floor=c.error_floor,
-                regress_guard=c.regress_guard,
+                regress_guard=guard,
             )
         windows = reference_windows(
             list(self._hist_x),
@@ -1431,7 +1471,7 @@ class AdaLRS:
             error_bound=c.error_bound,
             error_factor=self._error_factor(),
             error_floor=c.error_floor,
-            regress_guard=c.regress_guard,
+            regress_guard=guard,
             reference=c.reference,
         )
 
@@ -1442,6 +1482,7 @@ class AdaLRS:
         self._phase = "search"
         self._scale = tr.validated_scale
         self._adjustments += 1
+        self._sides = sides_after(self._sides, tr.direction, Verdict.KEEP)
         self._event(emitted, step, "keep", tr.base_scale, direction=tr.direction, **info)
         self._reset_history()
         return Action.CONTINUE
@@ -1465,6 +1506,7 @@ class AdaLRS:
         self._win.reset()
         self._win_x.clear()
         self._win_y.clear()
+        stops = self._measured(tr.direction, Verdict.INCONCLUSIVE)
         restore = c.inconclusive_restores
         if restore and c.backtrack_mode == "continue":
             self._move_history_to(step)
@@ -1477,8 +1519,18 @@ class AdaLRS:
             direction=tr.direction,
             restore_step=self._snapshot_step if restore else None,
             **info,
+            **({"search_stops": True} if stops else {}),
         )
         return Action.RESTORE if restore else Action.CONTINUE
+
+    def _measured(self, direction: str, verdict: Verdict) -> bool:
+        """Record a failed or inconclusive trial's side; with ``bracket_stops``, once both sides
+        of the scale measured worse, no factor is left (True: the search stops here)."""
+        self._sides = sides_after(self._sides, direction, verdict)
+        if self.config.bracket_stops and len(self._sides) == 2:
+            self._factors = {"up": 1.0, "down": 1.0}
+            return True
+        return False
 
     def _move_history_to(self, step: int) -> None:
         """After a restore in continue mode with H kept: H's steps are moved on by the
@@ -1513,6 +1565,7 @@ class AdaLRS:
         self._adjustments += 1
         self._trial = None
         self._phase = "search"
+        stops = self._measured(tr.direction, Verdict.BACKTRACK)
         counter = self._counter_trial(step, restore and reason != "nonfinite_loss")
         if counter is None:
             self._reset_history()
@@ -1530,6 +1583,7 @@ class AdaLRS:
             outcome=outcome,
             direction=tr.direction,
             **info,
+            **({"search_stops": True} if stops else {}),
         )
         if counter is not None:
             self._begin_counter_trial(step, tr, *counter, emitted)
@@ -1609,6 +1663,7 @@ class AdaLRS:
             "direction": self._direction,
             "factor_up": self._factors["up"],
             "factor_down": self._factors["down"],
+            "sides": sorted(self._sides),
             "discarded_steps": self._discarded,
             "last_restore": self._last_restore,
             "opening": {
@@ -1692,6 +1747,10 @@ class AdaLRS:
                 "up": float(state.get("factor_up", self.config.alpha)),
                 "down": float(state.get("factor_down", self.config.beta)),
             }
+            sides = state.get("sides", [])  # newer than version 3's first releases
+            if not isinstance(sides, (list, tuple)) or not set(sides) <= {"up", "down"}:
+                raise ValueError(f"sides is {sides!r}, but must list 'up' and/or 'down'")
+            self._sides = frozenset(sides)
             self._discarded = int(state.get("discarded_steps", 0))
             last = state.get("last_restore")
             self._last_restore = None if last is None else int(last)

@@ -511,11 +511,31 @@ def opening_bracket(order: Sequence[float], best: int) -> float:
     return min(ratios) if ratios else math.inf
 
 
+def opening_sides(order: Sequence[float], best: int) -> frozenset[str]:
+    """The sides of the opening's choice (``"down"``, ``"up"``) on which it tried a
+    multiplier: there the choice measured better than what the opening tried."""
+    b = order[best]
+    return frozenset(
+        side
+        for side, tried in (("down", any(x < b for x in order)), ("up", any(x > b for x in order)))
+        if tried
+    )
+
+
 def opening_bracketed(order: Sequence[float], best: int) -> bool:
     """Whether the opening tried a multiplier below its choice and one above it: the
     optimum is then bracketed by what it measured (an edge choice may lie short of it)."""
-    b = order[best]
-    return any(x < b for x in order) and any(x > b for x in order)
+    return len(opening_sides(order, best)) == 2
+
+
+def sides_after(sides: frozenset[str], direction: str, verdict: Verdict) -> frozenset[str]:
+    """``bracket_stops``: the sides of the current scale measured worse than it, after a trial
+    in ``direction`` ended with ``verdict``. A kept trial leaves behind the scale it came from,
+    which measured worse (the side it came from); a failed or inconclusive one adds its own
+    side. Both sides: the scale is bracketed and the search stops."""
+    if verdict is Verdict.KEEP:
+        return frozenset({"down" if direction == "up" else "up"})
+    return sides | {direction}
 
 
 def opening_refinement(order: Sequence[float], best: int) -> list[float]:
