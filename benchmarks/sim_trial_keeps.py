@@ -2,8 +2,8 @@
 direction: the per-trial error rate behind a search's drift over long runs (docs/controller.md,
 "The search stops at a bracket").
 
-On each simulator mode of ``benchmarks/sim_modes.py`` (same runs, same same-start constant
-runs not needed here), every trial a config runs is counted by direction and outcome, and each
+On the runs of ``benchmarks/sim_modes.py`` (its modes, configs and starts; no constant runs
+are needed here), every trial a config runs is counted by direction and outcome, and each
 kept trial is classed by whether it moved the LR multiple r = lr / lr_opt closer to 1 (``|ln
 r|`` fell: toward) or away from it. ``lr_opt`` is the simulator's best constant LR for a fresh
 model; on the LM-like simulator the weights a too-large LR grows move the best LR for the

@@ -56,7 +56,6 @@ from adalrs_ray.core.decisions import (
     loss_rose_twice,
     next_direction,
     opening_bracket,
-    opening_bracketed,
     opening_choice,
     opening_order,
     opening_refinement,
@@ -281,8 +280,8 @@ class AdaLRSConfig:
             (it says so: :meth:`resolved`), ``"continue"`` elsewhere; the fields left at
             ``None`` (``decay_basis``, ``opening_factors``, ``opening_narrows``,
             ``opening_trials``, ``boundary_tested``, ``bracket_stops``) then take the
-            ``opening`` rule's values in either mode (``decay_basis``: ``"adjustments"`` in rewind mode, ``"windows"``
-            in continue mode), unless the opening does not fit the search window or, in
+            ``opening`` rule's values in either mode (``decay_basis``: ``"adjustments"`` in
+            rewind mode, ``"windows"`` in continue mode), unless the opening does not fit the search window or, in
             continue mode, its multipliers' steps would exceed a tenth of ``total_steps``
             (they are then steps of the run): then the ``regression`` rule's (no opening).
             ``"continue"``: after RESTORE the step counter, the data
@@ -1167,9 +1166,8 @@ class AdaLRS:
             cap = math.sqrt(opening_bracket(order, best))
             self._factors = {d: min(f, cap) for d, f in self._factors.items()}
         self._sides = opening_sides(order, best)
-        bracketed = opening_bracketed(order, best)
-        if bracketed and (c.opening_trials == "edge" or c.bracket_stops):
-            self._factors = {"up": 1.0, "down": 1.0}  # bracketed: no trial follows
+        if len(self._sides) == 2 and (c.opening_trials == "edge" or c.bracket_stops):
+            self._stop_search()  # bracketed: no trial follows
         if order[best] != 1:
             self._adjustments += 1
         restore = best != len(order) - 1
@@ -1528,9 +1526,13 @@ class AdaLRS:
         of the scale measured worse, no factor is left (True: the search stops here)."""
         self._sides = sides_after(self._sides, direction, verdict)
         if self.config.bracket_stops and len(self._sides) == 2:
-            self._factors = {"up": 1.0, "down": 1.0}
+            self._stop_search()
             return True
         return False
+
+    def _stop_search(self) -> None:
+        """No factor left in either direction: no trial starts from here on."""
+        self._factors = {"up": 1.0, "down": 1.0}
 
     def _move_history_to(self, step: int) -> None:
         """After a restore in continue mode with H kept: H's steps are moved on by the
