@@ -36,6 +36,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from adalrs_ray.core.checks import check, is_number
 from adalrs_ray.core.controller import Action
+from adalrs_ray.torch_binding.rewind import RewindableLoader
 from adalrs_ray.torch_binding.rng import get_rng_state, set_rng_state
 from adalrs_ray.torch_binding.snapshot import (
     InMemorySnapshotStore,
@@ -283,6 +284,10 @@ class AdaLRSScheduler:
         store: where snapshots live; default a new :class:`InMemorySnapshotStore`.
         rng: snapshot RNG states (torch CPU, accelerator, python ``random``, numpy) and restore
             them in ``"rewind"`` backtrack mode.
+        data: in ``"rewind"`` mode, the :class:`~adalrs_ray.torch_binding.RewindableLoader`
+            the loop takes its batches from: a rewind then replays the batches since the
+            snapshot, and its position is part of :meth:`state_dict`. A loop that indexes its
+            data by step (``last_step + 1``) needs none.
 
     Backtracking (``controller.config.backtrack_mode``; ``AdaLRS(config)`` runs the default
     ``"auto"`` as ``"continue"``, ``AdaLRS(config.resolved(rewinds=True))`` as ``"rewind"``):
@@ -290,7 +295,8 @@ class AdaLRSScheduler:
     optimizer and scaler state; the step counter, the data stream and the base schedule move on.
     ``"rewind"`` also restores the base-schedule state and the RNG states and moves the step
     counter back to ``restore_step + 1``; the caller must rewind its data (``last_step`` says
-    where).
+    where), or take its batches from a :class:`~adalrs_ray.torch_binding.RewindableLoader`
+    given as ``data``, which does it.
     """
 
     def __init__(
@@ -303,6 +309,7 @@ class AdaLRSScheduler:
         scaler: Any = None,
         store: SnapshotStore | None = None,
         rng: bool = True,
+        data: RewindableLoader | None = None,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(
@@ -373,6 +380,13 @@ class AdaLRSScheduler:
             raise ValueError(f"`store` must be a SnapshotStore; got {type(store).__name__}")
         if not isinstance(rng, bool):
             raise ValueError(f"The value of `rng` is {rng!r}, but must be a bool")
+        if data is not None and not isinstance(data, RewindableLoader):
+            raise ValueError(f"`data` must be a RewindableLoader; got {type(data).__name__}")
+        if data is not None and mode != "rewind":
+            raise ValueError(
+                f"`data` (a RewindableLoader) is for backtrack_mode='rewind', but the "
+                f"controller's is {mode!r}: in 'continue' mode the data moves on by itself"
+            )
 
         self._optimizer = optimizer
         self._controller = controller
@@ -383,6 +397,7 @@ class AdaLRSScheduler:
         self._store = store
         self._rng = rng
         self._mode = mode
+        self._data = data
         self._last_step = -1
         self._snapshot_layout: list | None = None  # layout of the store's snapshot, if known
         if kind == "scheduler":
@@ -395,9 +410,12 @@ class AdaLRSScheduler:
         self._apply_lr()
         self._hook = optimizer.register_step_pre_hook(self._pre_step_hook)
         begin = getattr(controller, "begin", None)  # AdaLRS's opening: before the first step
-        if callable(begin) and begin().action == Action.SNAPSHOT:
+        opening = callable(begin) and begin().action == Action.SNAPSHOT
+        if opening:
             self._snapshot(-1)
             self._apply_lr()
+        if data is not None:
+            data.bind(self._last_step, -1 if opening else None)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -414,6 +432,11 @@ class AdaLRSScheduler:
     def scale(self) -> float:
         """The AdaLRS multiplier for the coming step."""
         return float(self._controller.scale)
+
+    @property
+    def data(self) -> RewindableLoader | None:
+        """The :class:`RewindableLoader` a rewind takes back (``None``: none given)."""
+        return self._data
 
     @property
     def last_step(self) -> int:
@@ -479,8 +502,11 @@ class AdaLRSScheduler:
         self._apply_lr()
 
     def close(self) -> None:
-        """Remove the optimizer hook; the optimizer keeps its current LRs."""
+        """Remove the optimizer hook (the optimizer keeps its current LRs) and let go of the
+        ``data`` loader."""
         self._hook.remove()
+        if self._data is not None:
+            self._data.unbind()
 
     # ------------------------------------------------------------------ main entry
     def step(self, loss: float | torch.Tensor) -> Any:
@@ -503,6 +529,12 @@ class AdaLRSScheduler:
             if self._mode == "rewind":
                 next_last = restored
         self._last_step = next_last
+        if self._data is not None:
+            self._data.after_step(
+                step,
+                snapshot=action == Action.SNAPSHOT,
+                restore_to=next_last if next_last != step else None,
+            )
         # the snapshot before the first step (the opening's) holds a base scheduler that
         # already gives step 0's LR; every other snapshot holds the one of its own step
         self._advance_base(step_scheduler=not (self._mode == "rewind" and next_last == -1))
@@ -689,6 +721,7 @@ class AdaLRSScheduler:
             else None,
             "initial_lrs": list(self._initial_lrs),
             "snapshot": snapshot,
+            "data": None if self._data is None else self._data.state_dict(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -720,6 +753,15 @@ class AdaLRSScheduler:
         snapshot = state_dict["snapshot"]
         if snapshot is not None and not {"step", "tensors", "meta"} <= set(snapshot):
             raise ValueError("the checkpoint's `snapshot` must have keys step, tensors, meta")
+        data = state_dict.get("data")  # optional: checkpoints of bindings without `data`
+        if self._data is not None and data is None:
+            raise ValueError(
+                "this AdaLRSScheduler takes its batches from a RewindableLoader, but the "
+                "checkpoint holds no loader position (`data`): it was written by a binding "
+                "without one, so the resumed run cannot replay the same batches"
+            )
+        if self._data is not None:
+            self._data.load_state_dict(data)
 
         self._controller.load_state_dict(state_dict["controller"])
         if self._base_kind == "scheduler":
