@@ -249,20 +249,146 @@ def test_trainer_without_the_mixin_is_refused(tmp_path):
         trainer.train()
 
 
-def test_rewind_mode_and_bad_controllers_are_refused():
+def test_the_default_rewinds_and_rewind_false_keeps_continue_mode():
     rewind = AdaLRSConfig(total_steps=1000, window=20, backtrack_mode="rewind")
-    with pytest.raises(ValueError, match="backtrack_mode.*'rewind'.*cannot be rewound"):
-        AdaLRSTrainerCallback(rewind)
-    # the default resolves as a loop that cannot rewind: at 50 windows the opening's 10
-    # windows would be a fifth of the run, so the regression rule; at 100 the opening rule
+    with pytest.raises(ValueError, match="backtrack_mode.*'rewind'.*does not rewind its data"):
+        AdaLRSTrainerCallback(rewind, rewind=False)
+    assert AdaLRSTrainerCallback(rewind).rewinds
+    # the default resolves as a loop that rewinds: the opening rule at 50 windows already
     cb = AdaLRSTrainerCallback(AdaLRSConfig(total_steps=1000, window=20))
-    assert cb.controller.config.backtrack_mode == "continue"
-    assert cb.controller.config.opening_factors == ()
-    long = AdaLRSTrainerCallback(AdaLRSConfig(total_steps=2000, window=20))
+    assert cb.rewinds and cb.controller.config.backtrack_mode == "rewind"
+    assert cb.controller.config.opening_factors == (0.1, 0.316, 3.16, 10.0)
+    # rewind=False: a loop that cannot rewind; at 50 windows the opening's 10 windows would be a
+    # fifth of the run, so the regression rule; at 100 the opening rule
+    cont = AdaLRSTrainerCallback(AdaLRSConfig(total_steps=1000, window=20), rewind=False)
+    assert not cont.rewinds and cont.controller.config.backtrack_mode == "continue"
+    assert cont.controller.config.opening_factors == ()
+    long = AdaLRSTrainerCallback(AdaLRSConfig(total_steps=2000, window=20), rewind=False)
     assert long.controller.config.backtrack_mode == "continue"
     assert long.controller.config.opening_factors == (0.1, 0.316, 3.16, 10.0)
     with pytest.raises(ValueError, match="controller"):
         AdaLRSTrainerCallback(object())
+    with pytest.raises(ValueError, match="`rewind` is 1"):
+        AdaLRSTrainerCallback(rewind, rewind=1)
+
+
+class BatchSpy:
+    """Records (schedule step, first value of the batch) for every micro-batch the Trainer
+    trains on."""
+
+    def __init__(self, cb):
+        self.cb, self.seen = cb, []
+        self.original = Trainer.training_step
+
+    def __enter__(self):
+        spy = self
+
+        def training_step(trainer, model, inputs, num_items_in_batch=None):
+            spy.seen.append((spy.cb.scheduler.last_step + 1, float(inputs["x"][0, 0])))
+            return spy.original(trainer, model, inputs, num_items_in_batch)
+
+        Trainer.training_step = training_step
+        return self
+
+    def __exit__(self, *exc):
+        Trainer.training_step = self.original
+
+
+def test_a_rewind_replays_the_trainers_batches_and_the_run_ends_at_max_steps(tmp_path):
+    script = {5: ("snapshot", 3.0), 11: ("restore", 0.5)}  # step 11 back to after step 5
+    ctl = ScriptedController(script, mode="rewind")
+    trainer, cb, rec = make_trainer(tmp_path, ctl, steps=16)
+    with BatchSpy(cb) as spy:
+        trainer.train()
+    assert [s for s, _ in ctl.observed] == list(range(12)) + list(range(6, 16))
+    assert trainer.state.global_step == 22  # 16 schedule steps and the 6 it took back
+    first = dict(spy.seen[:12])
+    assert [v for _, v in spy.seen[12:18]] == [first[s] for s in range(6, 12)]
+    # the 16 batches of one pass over the 64 rows: each row once (the stream is the
+    # Trainer's shuffled sampler), then pass 1, reshuffled
+    fresh = [v for _, v in spy.seen[:12] + spy.seen[18:]]
+    rows = {float(x) for x in Rows().x[:, 0]}
+    assert len(set(fresh[:16])) == 16 and set(fresh[:16]) <= rows
+    assert fresh[16:] != fresh[:4]
+    # the LR of every optimizer step is the base schedule at the schedule's step x scale
+    base = expected_base_lrs(16)
+    steps = [s for s, _ in spy.seen]
+    assert rec.lrs == pytest.approx([base[s] * x for s, x in zip(steps, rec.scales)], rel=1e-12)
+
+
+REWIND_SCRIPT = {5: ("snapshot", 3.0), 11: ("restore", 0.5)}
+
+
+@pytest.mark.parametrize(
+    "kind, resume_at",
+    [("default", "replaying"), ("scripted", 8), ("scripted", 14)],
+)
+def test_resume_while_rewinding_makes_the_same_decisions_on_the_same_batches(
+    tmp_path, kind, resume_at
+):
+    """Checkpoints taken inside a trial (batches kept) and while a rewind replays them: the
+    resumed run hands out the same batches, decides the same and ends with the same model.
+    ``default``: the rewinding default, whose opening tries each multiplier on the same first
+    batches; ``scripted``: a snapshot after step 5 and a rewind to it at step 11."""
+    steps = 40 if kind == "default" else 16
+    cfg = small_config(steps)  # the callback resolves it: rewind mode, the default rule
+
+    def controller():
+        return cfg if kind == "default" else ScriptedController(REWIND_SCRIPT, mode="rewind")
+
+    full, cb_full, rec_full = make_trainer(
+        tmp_path / "full", controller(), steps=steps, save_steps=1
+    )
+    with BatchSpy(cb_full) as spy_full:
+        full.train()
+    ran = full.state.global_step
+    assert ran > steps  # the rewinds' steps were run again
+    if kind == "default":
+        assert cb_full.controller.config.backtrack_mode == "rewind"
+        assert [e["kind"] for e in cb_full.controller.events][:5] == ["opening_candidate"] * 4 + [
+            "opening"
+        ]
+    mid = resume_at
+    if resume_at == "replaying":  # the first checkpoint in the middle of a replay
+        for step in range(2, ran):
+            path = tmp_path / "full" / f"checkpoint-{step}" / STATE_FILE
+            data = torch.load(path, weights_only=True)["data"]
+            if 0 < data["cursor"] < len(data["buffer"]):
+                mid = step
+                break
+    sd = torch.load(tmp_path / "full" / f"checkpoint-{mid}" / STATE_FILE, weights_only=True)
+    assert sd["data"]["buffer"], mid  # kept batches travel in the checkpoint
+    resumed, cb_res, rec_res = make_trainer(tmp_path / "res", controller(), steps=steps)
+    with BatchSpy(cb_res) as spy_res:
+        resumed.train(resume_from_checkpoint=str(tmp_path / "full" / f"checkpoint-{mid}"))
+    assert resumed.state.global_step == ran
+    assert spy_res.seen == spy_full.seen[mid:]
+    assert rec_res.lrs == rec_full.lrs[mid:]
+    if kind == "default":
+        assert cb_res.controller.events == cb_full.controller.events
+    else:
+        assert cb_res.controller.observed == cb_full.controller.observed
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[k], v), k
+
+
+def test_rewinding_needs_max_steps_and_the_mixins_loader(tmp_path):
+    trainer, _, _ = make_trainer(tmp_path, ScriptedController(mode="rewind"), steps=4)
+    trainer.args.max_steps = -1
+    with pytest.raises(ValueError, match="`max_steps` is -1.*rewinds its data"):
+        trainer.train()
+
+    class OwnLoader(AdaLRSTrainer):
+        def get_train_dataloader(self):
+            return Trainer.get_train_dataloader(self)
+
+    cb = AdaLRSTrainerCallback(ScriptedController(mode="rewind"))
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=2, report_to=[], use_cpu=True, disable_tqdm=True
+    )
+    own = OwnLoader(model=TinyRegressor(), args=args, train_dataset=Rows(), callbacks=[cb])
+    with pytest.raises(ValueError, match="not the RewindableLoader"):
+        own.train()
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:

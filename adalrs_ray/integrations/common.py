@@ -30,13 +30,18 @@ __all__ = [
 ]
 
 
-def make_controller(controller: Any) -> Any:
-    """An :class:`AdaLRS` from an ``AdaLRSConfig``, or the controller given; ``"continue"`` only.
+def make_controller(controller: Any, *, rewinds: bool = False) -> Any:
+    """An :class:`AdaLRS` from an ``AdaLRSConfig``, or the controller given.
 
-    A trainer's data loader cannot be rewound, so ``backtrack_mode="rewind"`` is refused.
+    ``rewinds``: whether the integration takes its batches from a
+    :class:`~adalrs_ray.torch_binding.RewindableLoader`, so that a config's
+    ``backtrack_mode="auto"`` resolves to ``"rewind"`` (and the fields left at ``None`` to the
+    rewinding default). Without it, ``backtrack_mode="rewind"`` is refused.
     """
+    if not isinstance(rewinds, bool):
+        raise ValueError(f"The value of `rewind` is {rewinds!r}, but must be a bool")
     if isinstance(controller, AdaLRSConfig):
-        controller = AdaLRS(controller)
+        controller = AdaLRS(controller.resolved(rewinds=rewinds))
     for attr in ("observe", "state_dict", "load_state_dict"):
         if not callable(getattr(controller, attr, None)):
             raise ValueError(
@@ -44,11 +49,11 @@ def make_controller(controller: Any) -> Any:
                 f"observe/state_dict/load_state_dict; got {type(controller).__name__}"
             )
     mode = getattr(getattr(controller, "config", None), "backtrack_mode", "continue")
-    if mode != "continue":
+    if mode == "rewind" and not rewinds:
         raise ValueError(
             f"The value of `backtrack_mode` is {mode!r}, but must be 'continue' in a trainer "
-            "integration: the trainer's data loader cannot be rewound to the snapshot (leave "
-            "it at 'auto', which resolves to 'continue' here)"
+            "integration that does not rewind its data (rewind=False, or an integration "
+            "without a rewindable loader): leave it at 'auto', which resolves to 'continue' here"
         )
     return controller
 

@@ -15,8 +15,20 @@ by ``scale`` and backtracks failed LR trials to a snapshot of model and optimize
   whose ``step()`` does nothing (the binding steps the real scheduler after each observation,
   so the Trainer's ``lr_scheduler_type`` and warmup are the base schedule) and whose
   ``get_last_lr()`` is the effective LR, which the Trainer then logs.
+* **the data** (``rewind=True``, the default): the mixin's ``get_train_dataloader`` wraps the
+  Trainer's loader in a :class:`~adalrs_ray.torch_binding.RewindableLoader`, so a backtrack
+  rewinds model, optimizer, schedule, RNG *and* data to the snapshot (``backtrack_mode="auto"``
+  runs as ``"rewind"``, with the rewinding default: a failed trial costs compute, not steps of
+  the run, and the opening tries every multiplier on the same first batches). The Trainer's
+  ``global_step`` keeps counting the optimizer steps it ran (logs, evaluations and
+  checkpoints stay monotonic); ``state.max_steps`` grows by the steps each rewind took back, so
+  the run still ends when the schedule has run ``max_steps`` steps (``adalrs_step`` in the
+  logs is the schedule's step). The wrapped loader is one continuous stream over the data
+  (pass after pass, each with ``set_epoch``), so the Trainer sees it without a length: set
+  ``max_steps``. ``rewind=False`` keeps the Trainer's loader and runs ``"continue"``.
 * **checkpoints**: ``on_save`` writes the binding's state (controller, step, base schedule, the
-  held snapshot) as ``adalrs_state.pt`` into the checkpoint the Trainer just wrote
+  held snapshot, the loader's position and kept batches) as ``adalrs_state.pt`` into the
+  checkpoint the Trainer just wrote
   (``<output_dir>/checkpoint-<global_step>``, process zero only); the mixin's ``train`` notes
   ``resume_from_checkpoint`` and ``on_train_begin`` loads it after the Trainer has loaded model,
   optimizer and schedule, so a resumed run makes the same decisions as an uninterrupted one.
@@ -30,7 +42,7 @@ Example:
     ...                         train_dataset=ds, callbacks=[cb])  # doctest: +SKIP
     >>> trainer.train()  # doctest: +SKIP
 
-Limits: ``backtrack_mode="rewind"`` is refused (the data loader cannot rewind); DeepSpeed's own
+Limits: with ``rewind=False``, ``backtrack_mode="rewind"`` is refused; DeepSpeed's own
 scheduler and hyperparameter-search runs (other checkpoint folders) are not supported; a step the
 Trainer skips (AMP overflow) is still observed, as the Trainer still counts it.
 """
@@ -52,7 +64,7 @@ from adalrs_ray.integrations.common import (
     reduce_mean_across_ranks,
     unwrap_optimizer,
 )
-from adalrs_ray.torch_binding import AdaLRSScheduler, SnapshotStore
+from adalrs_ray.torch_binding import AdaLRSScheduler, RewindableLoader, SnapshotStore
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +81,20 @@ class AdaLRSTrainerCallback(TrainerCallback):
         controller: an :class:`adalrs_ray.AdaLRS`, or an :class:`adalrs_ray.AdaLRSConfig` to
             build one. ``total_steps`` should be the Trainer's ``max_steps`` (optimizer steps).
         store: where the snapshot lives (default: in host memory).
+        rewind: take the batches from a :class:`~adalrs_ray.torch_binding.RewindableLoader`
+            (default), so that a backtrack rewinds the data too and ``backtrack_mode="auto"``
+            runs as ``"rewind"``; ``False``: the Trainer's own loader, ``"continue"`` mode.
 
     After training, :attr:`scheduler` is the binding (``scale``, ``lr``, ``controller.events``).
     """
 
-    def __init__(self, controller: Any, *, store: SnapshotStore | None = None) -> None:
-        self.controller = make_controller(controller)
+    def __init__(
+        self, controller: Any, *, store: SnapshotStore | None = None, rewind: bool = True
+    ) -> None:
+        self.controller = make_controller(controller, rewinds=rewind)
+        mode = getattr(getattr(self.controller, "config", None), "backtrack_mode", "continue")
+        #: whether the Trainer's loader is wrapped (the controller rewinds)
+        self.rewinds = mode == "rewind"
         if store is not None and not isinstance(store, SnapshotStore):
             raise ValueError(f"`store` must be a SnapshotStore; got {type(store).__name__}")
         self._store = store
@@ -93,13 +113,31 @@ class AdaLRSTrainerCallback(TrainerCallback):
 
     # -------------------------------------------------------------- Trainer events
     def on_train_begin(
-        self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs
+        self,
+        args,
+        state,
+        control,
+        model=None,
+        optimizer=None,
+        lr_scheduler=None,
+        train_dataloader=None,
+        **kwargs,
     ):
         if not isinstance(lr_scheduler, BindingSteppedSchedule):
             raise ValueError(
                 "AdaLRSTrainerCallback needs a Trainer that mixes in AdaLRSTrainerMixin (or "
                 f"AdaLRSTrainer); the Trainer's lr_scheduler is a {type(lr_scheduler).__name__}"
             )
+        data = None
+        if self.rewinds:
+            if not isinstance(train_dataloader, RewindableLoader):
+                raise ValueError(
+                    "AdaLRSTrainerCallback rewinds its data, but the Trainer's train data "
+                    f"loader is a {type(train_dataloader).__name__}, not the RewindableLoader "
+                    "that AdaLRSTrainerMixin.get_train_dataloader returns (an override of "
+                    "get_train_dataloader must call super()); or pass rewind=False"
+                )
+            data = train_dataloader
         if self.scheduler is not None:  # a second train() on the same Trainer
             self.scheduler.close()
         total = getattr(getattr(self.controller, "config", None), "total_steps", None)
@@ -115,7 +153,8 @@ class AdaLRSTrainerCallback(TrainerCallback):
             lr_scheduler.base,
             model=model,
             store=self._store,
-            rng=False,  # RNG states matter only in "rewind" mode, refused here
+            rng=self.rewinds,  # RNG states matter only in "rewind" mode
+            data=data,
         )
         if self._resume_dir is not None:
             path = os.path.join(self._resume_dir, STATE_FILE)
@@ -125,12 +164,14 @@ class AdaLRSTrainerCallback(TrainerCallback):
                     "not written by a Trainer with AdaLRSTrainerCallback"
                 )
             sd = torch.load(path, map_location="cpu", weights_only=True)
-            if sd["last_step"] != state.global_step - 1:
+            saved = sd.pop("global_step", sd["last_step"] + 1)  # older files: no rewinds
+            if saved != state.global_step:
                 raise ValueError(
-                    f"{path} was saved after step {sd['last_step']} but the Trainer resumes at "
-                    f"global_step {state.global_step}; expected last_step {state.global_step - 1}"
+                    f"{path} was saved at the Trainer's global_step {saved} but the Trainer "
+                    f"resumes at global_step {state.global_step}"
                 )
             self.scheduler.load_state_dict(sd)
+            state.max_steps += state.global_step - (self.scheduler.last_step + 1)
             logger.info("AdaLRS state loaded from %s (scale %g)", path, self.scheduler.scale)
         self._loss = LossAccumulator()
         lr_scheduler.bind(self.scheduler)
@@ -138,7 +179,10 @@ class AdaLRSTrainerCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         loss = reduce_mean_across_ranks(self._loss.pop())
+        step = self.scheduler.last_step + 1
         self.scheduler.step(loss)
+        # a rewind took the schedule back: the Trainer runs the steps it took back again
+        state.max_steps += step - self.scheduler.last_step
         return control
 
     def on_save(self, args, state, control, **kwargs):
@@ -150,12 +194,15 @@ class AdaLRSTrainerCallback(TrainerCallback):
                 f"the Trainer's checkpoint {folder!r} does not exist: AdaLRSTrainerCallback "
                 "supports the Trainer's own checkpoint folders only (no hyperparameter search)"
             )
-        torch.save(self.scheduler.state_dict(), os.path.join(folder, STATE_FILE))
+        sd = self.scheduler.state_dict()
+        sd["global_step"] = state.global_step
+        torch.save(sd, os.path.join(folder, STATE_FILE))
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is not None and self.scheduler is not None:
             logs["adalrs_scale"] = self.scheduler.scale
+            logs["adalrs_step"] = self.scheduler.last_step + 1
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -183,6 +230,28 @@ class AdaLRSTrainerMixin:
             )
         return found[0]
 
+    def get_train_dataloader(self):
+        """The Trainer's loader, wrapped in a :class:`RewindableLoader` when AdaLRS rewinds."""
+        loader = super().get_train_dataloader()
+        if not self._adalrs_callback().rewinds or isinstance(loader, RewindableLoader):
+            return loader
+
+        def set_epoch(epoch: int) -> None:  # as Trainer's epoch loop does for its own loader
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+            inner = getattr(getattr(loader, "batch_sampler", None), "batch_sampler", None)
+            if hasattr(inner, "set_epoch"):
+                inner.set_epoch(epoch)
+
+        return RewindableLoader(loader, set_epoch=set_epoch)
+
+    def get_resumed_dataloader(self, dataloader, num_batches: int):
+        """A :class:`RewindableLoader` resumes at its own position (the AdaLRS state); the
+        Trainer's skip of ``num_batches`` would count the replayed batches twice."""
+        if isinstance(dataloader, RewindableLoader):
+            return dataloader
+        return super().get_resumed_dataloader(dataloader, num_batches)
+
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         current = getattr(self, "lr_scheduler", None)
         if isinstance(current, BindingSteppedSchedule):
@@ -205,6 +274,18 @@ class AdaLRSTrainerMixin:
                 raise ValueError(
                     f"resume_from_checkpoint=True but {self.args.output_dir!r} holds no checkpoint"
                 )
+        if callback.rewinds and self.args.max_steps <= 0:
+            raise ValueError(
+                f"The value of `max_steps` is {self.args.max_steps}, but must be > 0 when "
+                "AdaLRS rewinds its data: the rewindable loader is one stream over the data "
+                "without epochs; set TrainingArguments(max_steps=AdaLRSConfig.total_steps) (or "
+                "AdaLRSTrainerCallback(..., rewind=False))"
+            )
+        if callback.rewinds and path is not None and not hasattr(Trainer, "get_resumed_dataloader"):
+            raise ValueError(
+                "resuming a rewinding AdaLRS run needs a transformers Trainer with "
+                "get_resumed_dataloader (transformers >= 5); upgrade, or pass rewind=False"
+            )
         callback.set_resume_dir(None if path is None else os.fspath(path))
         return super().train(path, *args, **kwargs)
 
