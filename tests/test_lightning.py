@@ -86,7 +86,9 @@ class Recorder(Callback):
 def fit(tmp_path, controller, *, steps=24, accum=1, schedule=True, ckpt_path=None, every=None):
     cb = AdaLRSLightningCallback(controller)
     rec = Recorder(cb)
-    module = TinyModule(steps, schedule, by_step=bool(every or ckpt_path))
+    # a rewinding run takes its batches from cb.wrap(loader), which resumes at its own
+    # position; other runs index their data by the step (see TinyModule.training_step)
+    module = TinyModule(steps, schedule, by_step=bool(every or ckpt_path) and not cb.rewinds)
     used = []
     callbacks = [cb, rec]
     if every:
@@ -118,7 +120,8 @@ def fit(tmp_path, controller, *, steps=24, accum=1, schedule=True, ckpt_path=Non
             trainer.optimizers[0].register_step_post_hook(record_lr)
 
     trainer.callbacks.append(HookOnStart())
-    trainer.fit(module, loader(), ckpt_path=ckpt_path)
+    data = cb.wrap(loader()) if cb.rewinds else loader()
+    trainer.fit(module, data, ckpt_path=ckpt_path)
     return trainer, module, cb, rec, used
 
 
@@ -218,18 +221,159 @@ def test_resume_from_a_checkpoint_without_adalrs_state_is_refused(tmp_path):
         fit(tmp_path / "res", ScriptedController(), steps=12, ckpt_path=str(ckpt))
 
 
-def test_rewind_mode_is_refused():
+def test_the_default_rewinds_and_rewind_false_keeps_continue_mode():
     rewind = AdaLRSConfig(total_steps=1000, window=20, backtrack_mode="rewind")
-    with pytest.raises(ValueError, match="backtrack_mode.*'rewind'.*cannot be rewound"):
-        AdaLRSLightningCallback(rewind)
+    with pytest.raises(ValueError, match="backtrack_mode.*'rewind'.*does not rewind its data"):
+        AdaLRSLightningCallback(rewind, rewind=False)
     cb = AdaLRSLightningCallback(AdaLRSConfig(total_steps=1000, window=20))
-    assert cb.controller.config.backtrack_mode == "continue"  # "auto" here: no rewind
+    assert cb.rewinds and cb.controller.config.backtrack_mode == "rewind"
+    assert cb.controller.config.opening_factors == (0.1, 0.316, 3.16, 10.0)
+    cont = AdaLRSLightningCallback(AdaLRSConfig(total_steps=1000, window=20), rewind=False)
+    assert cont.controller.config.backtrack_mode == "continue"  # "auto" here: no rewind
     # 50 windows: the opening's 10 windows would be a fifth of the run, so no opening; at 100
     # windows (a tenth) the default opens with it in continue mode
-    assert cb.controller.config.opening_factors == ()
-    long = AdaLRSLightningCallback(AdaLRSConfig(total_steps=2000, window=20))
+    assert cont.controller.config.opening_factors == ()
+    long = AdaLRSLightningCallback(AdaLRSConfig(total_steps=2000, window=20), rewind=False)
     assert long.controller.config.opening_factors == (0.1, 0.316, 3.16, 10.0)
     assert long.controller.config.backtrack_mode == "continue"
+
+
+class BatchSpy(Callback):
+    """(schedule step, first value of the batch) for every batch Lightning trains on."""
+
+    def __init__(self, adalrs):
+        self.adalrs, self.seen = adalrs, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen.append((self.adalrs.scheduler.last_step + 1, float(batch[0][0, 0])))
+
+
+def fit_rewinding(tmp_path, controller, *, steps, ckpt_path=None, every=None):
+    cb = AdaLRSLightningCallback(controller)
+    spy = BatchSpy(cb)
+    module = TinyModule(steps)
+    callbacks = [cb, spy]
+    if every:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=tmp_path, every_n_train_steps=every, save_top_k=-1, filename="{step}"
+            )
+        )
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=bool(every),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+    )
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(BATCHES * 4, 4, generator=g)
+    y = torch.sin(x.sum(-1)) + 0.1 * torch.randn(len(x), generator=g)
+    data = torch.utils.data.TensorDataset(x, y)
+    # a seeded shuffle per pass (set_epoch), so a resumed pass repeats its order
+    sampler = torch.utils.data.DistributedSampler(data, num_replicas=1, rank=0, seed=5)
+    shuffled = torch.utils.data.DataLoader(data, batch_size=4, sampler=sampler)
+    trainer.fit(module, cb.wrap(shuffled), ckpt_path=ckpt_path)
+    return trainer, module, cb, spy
+
+
+REWIND_SCRIPT = {5: ("snapshot", 3.0), 11: ("restore", 0.5)}  # step 11 back to after step 5
+
+
+def test_a_rewind_replays_the_batches_and_the_run_ends_at_max_steps(tmp_path):
+    ctl = ScriptedController(REWIND_SCRIPT, mode="rewind")
+    trainer, _, cb, spy = fit_rewinding(tmp_path, ctl, steps=16)
+    assert [s for s, _ in ctl.observed] == list(range(12)) + list(range(6, 16))
+    assert trainer.global_step == 22  # 16 schedule steps and the 6 it took back
+    first = dict(spy.seen[:12])
+    assert [v for _, v in spy.seen[12:18]] == [first[s] for s in range(6, 12)]
+    fresh = [v for _, v in spy.seen[:12] + spy.seen[18:]]
+    assert len(set(fresh[:BATCHES])) == BATCHES  # one pass: each batch once
+    assert fresh[BATCHES : 2 * BATCHES] != fresh[:BATCHES]  # the next pass: set_epoch(1)
+    assert cb.scheduler.last_step == 15
+
+
+@pytest.mark.parametrize(
+    "kind, resume_at", [("default", "replaying"), ("scripted", 8), ("scripted", 14)]
+)
+def test_resume_while_rewinding_makes_the_same_decisions_on_the_same_batches(
+    tmp_path, kind, resume_at
+):
+    steps = 40 if kind == "default" else 16
+
+    def controller():
+        if kind == "default":
+            return small_config(steps)  # the callback resolves it: rewind mode, the default
+        return ScriptedController(REWIND_SCRIPT, mode="rewind")
+
+    full, full_module, cb_full, spy_full = fit_rewinding(
+        tmp_path / "full", controller(), steps=steps, every=1
+    )
+    ran = full.global_step
+    assert ran > steps
+    if kind == "default":
+        kinds = [e["kind"] for e in cb_full.controller.events]
+        assert kinds[:5] == ["opening_candidate"] * 4 + ["opening"]
+    ckpts = {int(p.stem.split("=")[1]): p for p in (tmp_path / "full").glob("*.ckpt")}
+    mid = resume_at
+    if resume_at == "replaying":
+        for step in sorted(ckpts):
+            state = torch.load(ckpts[step], weights_only=False)["callbacks"]
+            sd = next(v for k, v in state.items() if "AdaLRSLightningCallback" in k)
+            data = sd["adalrs"]["data"]
+            if 0 < data["cursor"] < len(data["buffer"]):
+                mid = step
+                break
+    _, res_module, cb_res, spy_res = fit_rewinding(
+        tmp_path / "res", controller(), steps=steps, ckpt_path=str(ckpts[mid])
+    )
+    assert spy_res.seen == spy_full.seen[mid:]
+    if kind == "default":
+        assert cb_res.controller.events == cb_full.controller.events
+    else:
+        assert cb_res.controller.observed == cb_full.controller.observed
+    for k, v in full_module.state_dict().items():
+        assert torch.equal(res_module.state_dict()[k], v), k
+
+
+def test_rewinding_needs_the_wrapped_loader_and_max_steps(tmp_path):
+    cb = AdaLRSLightningCallback(ScriptedController(mode="rewind"))
+    trainer = L.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[cb],
+    )
+    with pytest.raises(ValueError, match="give it cb.wrap"):
+        trainer.fit(TinyModule(4), loader())
+    epochs = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[AdaLRSLightningCallback(ScriptedController(mode="rewind"))],
+    )
+    with pytest.raises(ValueError, match="`max_steps` is -1"):
+        epochs.fit(TinyModule(4), cb.wrap(loader()))
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter([(torch.zeros(4, 4), torch.zeros(4))])
+
+    with pytest.raises(ValueError, match="has no length"):
+        cb.wrap(torch.utils.data.DataLoader(Stream(), batch_size=None))
 
 
 class _DumpOnEnd(Callback):

@@ -276,3 +276,26 @@ def test_a_checkpoint_without_a_loader_position_is_refused():
     bad["data"]["cursor"] = 7
     with pytest.raises(ValueError, match="`cursor` is 7"):
         sched.load_state_dict(bad)
+
+
+def test_a_plain_loaders_sampler_gets_set_epoch_and_a_length_is_only_what_is_given():
+    data = torch.utils.data.TensorDataset(torch.arange(12.0))
+    sampler = torch.utils.data.DistributedSampler(data, num_replicas=1, rank=0, seed=2)
+    stream = iter(
+        RewindableLoader(torch.utils.data.DataLoader(data, batch_size=3, sampler=sampler))
+    )
+    passes = [[next(stream)[0].tolist() for _ in range(4)] for _ in range(3)]
+    assert sampler.epoch == 2  # set_epoch(pass) before each pass, through the loader's sampler
+    assert passes[0] != passes[1] != passes[2]
+    assert all(sorted(sum(p, [])) == list(range(12)) for p in passes)
+
+    again = iter(RewindableLoader(torch.utils.data.DataLoader(data, batch_size=3, sampler=sampler)))
+    assert [next(again)[0].tolist() for _ in range(4)] == passes[0]  # pass 0 repeats
+
+    unsized = RewindableLoader([1, 2])
+    assert unsized  # truth needs no length
+    with pytest.raises(TypeError, match="without a length"):
+        len(unsized)
+    assert len(RewindableLoader([1, 2], length=5)) == 5
+    with pytest.raises(ValueError, match="`length` is 0"):
+        RewindableLoader([1], length=0)

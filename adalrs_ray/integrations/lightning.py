@@ -16,8 +16,15 @@ AdaLRS (Dong et al., NeurIPS 2025, arXiv 2506.13274) multiplies the base LR sche
   a stand-in into ``trainer.lr_scheduler_configs`` whose ``step()`` does nothing; the binding
   steps the real scheduler after each observation, and the stand-in's ``state_dict`` is the real
   scheduler's, so Lightning's checkpoint of the schedule is unchanged.
-* **checkpoints**: the binding's state (controller, step, base schedule, the held snapshot) is
-  the callback's ``state_dict``, saved in every Lightning checkpoint and loaded by
+* **the data** (``rewind=True``, the default): the loader given to ``fit`` is
+  ``cb.wrap(loader)``, a :class:`~adalrs_ray.torch_binding.RewindableLoader` with the loader's
+  length as Lightning's epoch, so a backtrack rewinds model, optimizer, schedule, RNG *and*
+  data (``backtrack_mode="auto"`` runs as ``"rewind"``, with the rewinding default).
+  ``trainer.global_step`` keeps counting the optimizer steps run; the epoch loop's
+  ``max_steps`` grows by the steps each rewind took back, so the run ends when the schedule has
+  run ``max_steps`` steps. ``rewind=False`` takes any loader and runs ``"continue"``.
+* **checkpoints**: the binding's state (controller, step, base schedule, the held snapshot, the
+  loader's position and kept batches) is the callback's ``state_dict``, saved in every Lightning checkpoint and loaded by
   ``trainer.fit(..., ckpt_path=...)`` before ``on_train_start``, which applies it after Lightning
   has restored model, optimizer and schedule: a resumed run makes the same decisions.
 
@@ -26,10 +33,12 @@ Example:
     >>> from adalrs_ray import AdaLRSConfig
     >>> from adalrs_ray.integrations.lightning import AdaLRSLightningCallback
     >>> cb = AdaLRSLightningCallback(AdaLRSConfig(total_steps=1000, window=50))
-    >>> L.Trainer(max_steps=1000, callbacks=[cb]).fit(module, loader)  # doctest: +SKIP
+    >>> L.Trainer(max_steps=1000, callbacks=[cb]).fit(module, cb.wrap(loader))  # doctest: +SKIP
 
-Limits: automatic optimization with one optimizer; ``backtrack_mode="rewind"`` is refused (the
-data loader cannot rewind).
+Limits: automatic optimization with one optimizer; with ``rewind=True`` a sized loader (or a
+:class:`RewindableLoader` with ``length``) given to ``fit`` wrapped, which Lightning does not
+give a distributed sampler (under DDP, build the loader with one); with ``rewind=False``,
+``backtrack_mode="rewind"`` is refused.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ from adalrs_ray.integrations.common import (
     reduce_mean_across_ranks,
     unwrap_optimizer,
 )
-from adalrs_ray.torch_binding import AdaLRSScheduler, SnapshotStore
+from adalrs_ray.torch_binding import AdaLRSScheduler, RewindableLoader, SnapshotStore
 
 logger = logging.getLogger(__name__)
 
@@ -63,22 +72,48 @@ class AdaLRSLightningCallback(Callback):
         controller: an :class:`adalrs_ray.AdaLRS`, or an :class:`adalrs_ray.AdaLRSConfig` to
             build one. ``total_steps`` should be the Trainer's ``max_steps`` (optimizer steps).
         store: where the snapshot lives (default: in host memory).
+        rewind: the Trainer takes its batches from :meth:`wrap` (default), so that a backtrack
+            rewinds the data too and ``backtrack_mode="auto"`` runs as ``"rewind"``;
+            ``False``: any loader, ``"continue"`` mode.
 
     After ``on_train_start``, :attr:`scheduler` is the binding (``scale``, ``lr``,
     ``controller.events``).
     """
 
-    def __init__(self, controller: Any, *, store: SnapshotStore | None = None) -> None:
-        self.controller = make_controller(controller)
+    def __init__(
+        self, controller: Any, *, store: SnapshotStore | None = None, rewind: bool = True
+    ) -> None:
+        self.controller = make_controller(controller, rewinds=rewind)
+        mode = getattr(getattr(self.controller, "config", None), "backtrack_mode", "continue")
+        #: whether the Trainer must take its batches from :meth:`wrap` (the controller rewinds)
+        self.rewinds = mode == "rewind"
         if store is not None and not isinstance(store, SnapshotStore):
             raise ValueError(f"`store` must be a SnapshotStore; got {type(store).__name__}")
         self._store = store
         self._loss = LossAccumulator()
         self._pending: dict[str, Any] | None = None
         self._steps_before = 0
+        self._trainer: Any = None
         self.scheduler: AdaLRSScheduler | None = None
 
+    @staticmethod
+    def wrap(loader: Any, *, offload: bool = True) -> RewindableLoader:
+        """``loader`` as the stream ``fit`` needs when AdaLRS rewinds: a
+        :class:`RewindableLoader` whose length (Lightning's epoch) is the loader's."""
+        try:
+            length = len(loader)
+        except TypeError:
+            raise ValueError(
+                f"`loader` ({type(loader).__name__}) has no length; Lightning would take a "
+                "batch ahead of the step it trains. Give fit() "
+                "RewindableLoader(loader, length=<batches per Lightning epoch>)"
+            ) from None
+        if length < 1:
+            raise ValueError(f"`loader` has {length} batches, but must have at least one")
+        return RewindableLoader(loader, offload=offload, length=length)
+
     def on_train_start(self, trainer, pl_module) -> None:
+        self._trainer = trainer
         if not pl_module.automatic_optimization:
             raise ValueError(
                 "AdaLRSLightningCallback supports automatic optimization only "
@@ -119,6 +154,19 @@ class AdaLRSLightningCallback(Callback):
                 total,
                 trainer.max_steps,
             )
+        data = None
+        if self.rewinds:
+            data = trainer.train_dataloader
+            if not isinstance(data, RewindableLoader):
+                raise ValueError(
+                    "AdaLRSLightningCallback rewinds its data, but fit() was given a "
+                    f"{type(data).__name__}: give it cb.wrap(loader) (or pass rewind=False)"
+                )
+            if trainer.max_steps in (-1, None) or trainer.max_steps <= 0:
+                raise ValueError(
+                    f"The value of `max_steps` is {trainer.max_steps}, but must be > 0 when "
+                    "AdaLRS rewinds its data: set Trainer(max_steps=AdaLRSConfig.total_steps)"
+                )
         if self.scheduler is not None:  # a second fit() with the same callback
             self.scheduler.close()
         self.scheduler = AdaLRSScheduler(
@@ -127,7 +175,8 @@ class AdaLRSLightningCallback(Callback):
             base,
             model=pl_module,
             store=self._store,
-            rng=False,  # RNG states matter only in "rewind" mode, refused here
+            rng=self.rewinds,  # RNG states matter only in "rewind" mode
+            data=data,
         )
         if self._pending is None and trainer.ckpt_path is not None:
             raise ValueError(
@@ -135,13 +184,17 @@ class AdaLRSLightningCallback(Callback):
                 "it was not written by a Trainer with this callback"
             )
         if self._pending is not None:
+            saved = self._pending.get("global_step", self._pending["adalrs"]["last_step"] + 1)
             sd, self._pending = self._pending["adalrs"], None
-            if sd["last_step"] != trainer.global_step - 1:
+            if saved != trainer.global_step:
                 raise ValueError(
-                    f"the checkpoint's AdaLRS state was saved after step {sd['last_step']} but "
-                    f"the Trainer resumes at global_step {trainer.global_step}"
+                    f"the checkpoint's AdaLRS state was saved at global_step {saved} but the "
+                    f"Trainer resumes at global_step {trainer.global_step}"
                 )
             self.scheduler.load_state_dict(sd)
+            trainer.fit_loop.epoch_loop.max_steps += trainer.global_step - (
+                self.scheduler.last_step + 1
+            )
             logger.info("AdaLRS state loaded from the checkpoint (scale %g)", self.scheduler.scale)
         if configs:
             configs[0].scheduler.bind(self.scheduler)
@@ -160,7 +213,10 @@ class AdaLRSLightningCallback(Callback):
             loss = self._loss.pop()
             if count != accum:  # an epoch's short last step: Lightning still divided by accum
                 loss = loss * (accum / count)
+            step = self.scheduler.last_step + 1
             self.scheduler.step(reduce_mean_across_ranks(loss))
+            # a rewind took the schedule back: the Trainer runs the steps it took back again
+            trainer.fit_loop.epoch_loop.max_steps += step - self.scheduler.last_step
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.scheduler is not None:
@@ -169,7 +225,11 @@ class AdaLRSLightningCallback(Callback):
     def state_dict(self) -> dict[str, Any]:
         if self.scheduler is None:
             return {}
-        return {"version": STATE_VERSION, "adalrs": self.scheduler.state_dict()}
+        return {
+            "version": STATE_VERSION,
+            "adalrs": self.scheduler.state_dict(),
+            "global_step": self._trainer.global_step,  # the optimizer steps run
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:

@@ -69,6 +69,22 @@ def _map_batch(batch: Any, on_tensor: Callable[[torch.Tensor], Any], plain: bool
     return copy.deepcopy(batch)
 
 
+def _find_set_epoch(loader: Any) -> Callable[[int], Any] | None:
+    """The ``set_epoch`` of the loader, its sampler, its batch sampler or the batch sampler's
+    sampler: what makes a seeded shuffle differ per pass and repeat on resume."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    for owner in (
+        loader,
+        getattr(loader, "sampler", None),
+        batch_sampler,
+        getattr(batch_sampler, "sampler", None),
+    ):
+        method = getattr(owner, "set_epoch", None)
+        if callable(method):
+            return method
+    return None
+
+
 class RewindableLoader:
     """Wraps an iterable of batches so that an AdaLRS rewind replays the batches since the
     held snapshot (see the module docstring).
@@ -80,7 +96,12 @@ class RewindableLoader:
         offload: keep the replay copies in host memory (``True``, default) and move them back
             to each tensor's device when replayed; ``False`` keeps them where they are.
         set_epoch: called with the pass number before each pass over ``loader``; default
-            ``loader.set_epoch`` if it has one.
+            the ``set_epoch`` of the loader, else of its sampler or batch sampler (as the
+            transformers ``Trainer`` and Lightning call it), if one has it.
+        length: what ``len()`` says (``None``, default: it raises ``TypeError``, the stream has
+            no length). A trainer that counts an epoch's batches by ``len()`` (Lightning, which
+            otherwise takes a batch ahead) then iterates that many before its next epoch; the
+            stream itself goes on across its epochs.
     """
 
     def __init__(
@@ -89,6 +110,7 @@ class RewindableLoader:
         *,
         offload: bool = True,
         set_epoch: Callable[[int], Any] | None = None,
+        length: int | None = None,
     ) -> None:
         if isinstance(loader, RewindableLoader) or not isinstance(loader, Iterable):
             raise ValueError(
@@ -102,11 +124,18 @@ class RewindableLoader:
             )
         if not isinstance(offload, bool):
             raise ValueError(f"The value of `offload` is {offload!r}, but must be a bool")
+        if length is not None and (
+            isinstance(length, bool) or not isinstance(length, int) or length < 1
+        ):
+            raise ValueError(
+                f"The value of `length` is {length!r}, but must be None or an int >= 1"
+            )
         if set_epoch is None:
-            set_epoch = getattr(loader, "set_epoch", None)
+            set_epoch = _find_set_epoch(loader)
         if set_epoch is not None and not callable(set_epoch):
             raise ValueError(f"`set_epoch` must be callable; got {type(set_epoch).__name__}")
         self._loader = loader
+        self._length = length
         self._offload = offload
         self._set_epoch = set_epoch
         self._it: Iterator | None = None
@@ -156,6 +185,17 @@ class RewindableLoader:
         )
 
     # ------------------------------------------------------------------ the stream
+    def __bool__(self) -> bool:  # truth does not depend on a length it may not have
+        return True
+
+    def __len__(self) -> int:
+        if self._length is None:
+            raise TypeError(
+                "a RewindableLoader is one stream without a length (give it `length=` for a "
+                "trainer that needs one)"
+            )
+        return self._length
+
     def __iter__(self) -> Iterator:
         while True:
             yield self._next_batch()
@@ -299,3 +339,11 @@ class RewindableLoader:
             for step, batch, devices in buffer
         ]
         self._cursor = cursor
+        if in_pass and self._skip and self._set_epoch is None:
+            logger.warning(
+                "resuming pass %d of the loader by skipping %d batches, but neither the loader "
+                "nor its sampler has set_epoch: a shuffled loader may not repeat that pass's "
+                "order (use a sampler with set_epoch, or give set_epoch=)",
+                self._passes,
+                self._skip,
+            )
