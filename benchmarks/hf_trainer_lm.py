@@ -145,13 +145,24 @@ def main() -> None:
     options = {}
     for item in a.adalrs_opt:
         key, sep, value = item.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            sep = ""
         if not sep:
-            raise ValueError(f"The value of --adalrs-opt is {item!r}, but must be KEY=JSON")
-        options[key] = json.loads(value)
+            p.error(f"the value of --adalrs-opt is {item!r}, but must be KEY=JSON")
     arms = [x for x in a.arms.split(",") if x]
     bad = [x for x in arms if x not in ARMS]
-    if bad:
-        raise ValueError(f"The value of --arms has {bad}, but each must be one of {ARMS}")
+    if bad or not arms:
+        p.error(f"the value of --arms is {a.arms!r}, but each must be one of {ARMS}")
+    from adalrs_ray import AdaLRSConfig
+
+    try:  # both AdaLRS arms' configs, before any training
+        cfg = AdaLRSConfig(total_steps=a.steps, window=a.window, **options)
+        for rewinds in (True, False):
+            cfg.resolved(rewinds=rewinds)
+    except (TypeError, ValueError) as exc:
+        p.error(str(exc))
     args = {
         "lr_grid": a.lr_grid,
         "steps": a.steps,

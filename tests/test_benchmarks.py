@@ -67,6 +67,41 @@ def _recovery(*args: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+def test_hf_trainer_lm_runs_each_arm_through_the_trainer_and_writes_its_table(tmp_path):
+    out = tmp_path / "hf"
+    base = [
+        sys.executable, str(ROOT / "benchmarks" / "hf_trainer_lm.py"), "--steps", "24",
+        "--window", "3", "--batch-size", "2", "--seq-len", "16", "--procs", "2",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [*base, "--adalrs-opt", "end_ratio=0.9", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "summary.json").read_text())["results"]
+    assert len(results) == 9  # 3 starts x (fixed, rewind, continue)
+    by = {(r["arm"], r["lr"]): r for r in results}
+    for lr in {r["lr"] for r in results}:
+        assert by[("fixed", lr)]["ran"] == 24 and by[("fixed", lr)]["mode"] is None
+        assert by[("continue", lr)]["ran"] == 24 and by[("continue", lr)]["mode"] == "continue"
+        rewind = by[("rewind", lr)]
+        assert rewind["mode"] == "rewind" and rewind["ran"] > 24  # the opening's rewinds
+        assert rewind["events"][0]["kind"] == "opening_candidate"
+    table = (out / "table.md").read_text()
+    assert table.count("| rewind | rewind |") == 3 and '"end_ratio": 0.9' in table
+    bad = subprocess.run(
+        [*base, "--arms", "grid", "--out", str(tmp_path / "bad")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--arms is 'grid'" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
+    short = subprocess.run(
+        [*base, "--out", str(tmp_path / "short")],  # window 3 does not fit [0.05, 0.5] of 24
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert short.returncode == 2 and "window" in short.stderr and "Traceback" not in short.stderr
+
+
 def test_lm_weight_norms_prints_one_ratio_per_weight_matrix():
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "lm_weight_norms.py"), "--steps", "3"],
