@@ -459,6 +459,53 @@ def test_checkpoint_round_trip_outside_ray_restores_state_and_decisions(tmp_path
     assert first + rest == full
 
 
+@pytest.mark.parametrize("stop", [25, 35])  # inside a trial (batches kept), in a replay
+def test_a_ranks_rewindable_loader_is_checkpointed_in_its_own_file(tmp_path, stop):
+    """Rewind mode with a RewindableLoader: the loader's position and kept batches go into the
+    rank's own file (each rank streams its own shard), not the shared one; the resumed copy
+    hands out the same batches and continues exactly."""
+    from adalrs_ray.ray_train import RANK_FILE, SHARED_FILE, AdaLRSTrainContext
+    from adalrs_ray.torch_binding import AdaLRSScheduler, RewindableLoader
+    from tests.test_torch_binding import ScriptedController
+
+    script = {20: ("snapshot", 2.0), 30: ("restore", 0.5), 50: ("snapshot", 0.5)}
+    script[60] = ("restore", 0.25)
+
+    def build():
+        torch.manual_seed(0)
+        model = _Net()
+        opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+        data = RewindableLoader([_data(i, 0) for i in range(ADALRS["total_steps"])])
+        ctl = ScriptedController(script, mode="rewind")
+        sched = AdaLRSScheduler(opt, ctl, model=model, data=data)
+        ctx = AdaLRSTrainContext(sched, model=model, optimizer=opt, report_every=4)
+        return model, opt, ctx, iter(data)
+
+    def run(model, opt, ctx, batches, calls):
+        trace = []
+        while ctx.next_step < ADALRS["total_steps"] and len(trace) < calls:
+            x, y = next(batches)
+            loss = ((model(x) - y) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            d = ctx.step(loss)
+            trace.append((d.action.value, d.scale, float(x[0, 0]), _state_hash(model, opt)))
+        return trace
+
+    full = run(*build(), 10**6)
+    assert len(full) == ADALRS["total_steps"] + 20  # the two rewinds' steps ran again
+    b = build()
+    first = run(*b, stop)
+    b[2].save_checkpoint(tmp_path)
+    own = torch.load(tmp_path / RANK_FILE.format(rank=0), weights_only=True)
+    shared = torch.load(tmp_path / SHARED_FILE, weights_only=True)
+    assert own["data"]["buffer"] and "data" not in shared["scheduler"]
+    c = build()
+    c[2].load_checkpoint(tmp_path)
+    assert first + run(*c, 10**6) == full
+
+
 def test_checkpoint_of_another_world_size_is_refused(tmp_path):
     from adalrs_ray.ray_train import SHARED_FILE
 

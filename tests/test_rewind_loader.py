@@ -249,8 +249,6 @@ def test_bad_input_is_refused_with_the_rule():
     with pytest.raises(ValueError, match="`offload` is 1"):
         RewindableLoader([1], offload=1)
     model, opt = model_and_opt()
-    with pytest.raises(ValueError, match="backtrack_mode='rewind'.*'continue'"):
-        AdaLRSScheduler(opt, ScriptedController(), None, data=RewindableLoader([1]))
     with pytest.raises(ValueError, match="must be a RewindableLoader"):
         AdaLRSScheduler(opt, ScriptedController(mode="rewind"), None, data=[1])
     loader = RewindableLoader([1])
@@ -299,3 +297,24 @@ def test_a_plain_loaders_sampler_gets_set_epoch_and_a_length_is_only_what_is_giv
     assert len(RewindableLoader([1, 2], length=5)) == 5
     with pytest.raises(ValueError, match="`length` is 0"):
         RewindableLoader([1], length=0)
+
+
+def test_in_continue_mode_the_loader_only_streams_and_checkpoints_its_position():
+    model, opt = model_and_opt()
+    script = {1: ("snapshot", 1.0), 3: ("restore", 0.5)}
+    loader = RewindableLoader(Passes())
+    sched = AdaLRSScheduler(opt, ScriptedController(script), None, model=model, data=loader)
+    it = iter(loader)
+    seen = []
+    for _ in range(7):
+        batch = next(it)
+        seen.append(batch["x"][0, 0].item())
+        sched.step(train_step(model, opt, batch))
+    assert loader.kept == 0  # a restore in continue mode: the data moves on
+    data = batches()
+    assert seen == [timeline_batch(data, i)["x"][0, 0].item() for i in range(7)]
+    state = sched.state_dict()
+    resumed = RewindableLoader(Passes())
+    sched2 = AdaLRSScheduler(opt, ScriptedController(script), None, data=resumed)
+    sched2.load_state_dict(state)
+    assert next(iter(resumed))["x"][0, 0].item() == timeline_batch(data, 7)["x"][0, 0].item()

@@ -413,3 +413,77 @@ def test_in_a_torchtrainer_per_trial_pbt_lr_survives_and_adalrs_decides(torchtra
     assert {"search_start", "trial_start"} <= kinds
     table = sched.compute_table().set_index("arm")
     assert table.loc["pbt", "steps"] == 2 * STEPS and table.loc["pbt", "exploits"] == 1
+
+
+class Reports:
+    """The ``report`` callable for runs whose steps repeat (a rewind): every report and a copy
+    of its checkpoint, in order."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.reports, self.checkpoints = root, [], []
+
+    def __call__(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        self.reports.append(dict(metrics))
+        dst = self.root / f"report_{len(self.reports)}"
+        shutil.copytree(checkpoint_dir, dst)
+        self.checkpoints.append(dst)
+
+
+def _run_batches(trial, model, opt, stop_after_reports=None, reports=None):
+    used = []
+    hook = opt.register_step_pre_hook(lambda o, a, k: used.append(o.param_groups[0]["lr"]))
+    try:
+        for _, (x, y) in trial.batches():
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            trial.step(loss)
+            if stop_after_reports is not None and len(reports.reports) == stop_after_reports:
+                break
+    finally:
+        hook.remove()
+    return used
+
+
+def test_data_gives_the_rewinding_default_and_trains_as_a_loop_indexed_by_step(tmp_path):
+    """``data=loader`` and ``rewinds=True`` (data indexed by step) both run AdaLRS's default in
+    rewind mode and train alike; a run resumed from a checkpoint taken after a rewind ends with
+    the same weights."""
+    cfg = config(adalrs={"window": 4, "end_ratio": 0.9})
+    model = make_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+    indexed = AdaLRSTrial(cfg, model, opt, rewinds=True, report=Reports(tmp_path / "i"))
+    assert indexed.controller.config.backtrack_mode == "rewind"
+    lrs_indexed = run(indexed, model, opt)
+    final_indexed = _state(model, opt)
+    assert len(lrs_indexed) > 60  # the opening's multipliers were rewound
+
+    data = [batch(i) for i in range(60)]
+    model = make_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+    full = Reports(tmp_path / "f")
+    streamed = AdaLRSTrial(cfg, model, opt, data=data, report=full)
+    assert streamed.controller.config.backtrack_mode == "rewind"
+    assert _run_batches(streamed, model, opt) == lrs_indexed
+    assert all(torch.equal(a, b) for a, b in zip(_state(model, opt), final_indexed))
+
+    # the default without data or rewinds: continue mode; without data, batches() refuses
+    plain = AdaLRSTrial(cfg, make_model(), opt, report=Reports(tmp_path / "p"))
+    assert plain.controller.config.backtrack_mode == "continue"
+    with pytest.raises(ValueError, match="without data="):
+        next(plain.batches())
+    with pytest.raises(ValueError, match="rewinds is 1"):
+        AdaLRSTrial(cfg, make_model(), opt, rewinds=1, report=Reports(tmp_path / "q"))
+
+    # resumed from the checkpoint of the report after the first rewound step
+    steps = [r["step"] for r in full.reports]
+    k = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1]) + 1
+    model = make_model(seed=7)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+    again = AdaLRSTrial(
+        cfg, model, opt, data=data, report=Reports(tmp_path / "r"),
+        checkpoint=str(full.checkpoints[k - 1]),
+    )  # fmt: skip
+    _run_batches(again, model, opt)
+    assert all(torch.equal(a, b) for a, b in zip(_state(model, opt), final_indexed))

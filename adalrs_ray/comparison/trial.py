@@ -24,6 +24,11 @@ Example (a Tune function trainable; the lines marked ``# +`` are the glue)::
             opt.zero_grad(); loss.backward(); opt.step()
             trial.step(loss)                                        # +
 
+With a ``DataLoader`` instead of data indexed by step, pass ``data=loader`` and loop over
+``for step, (x, y) in trial.batches():``: a :class:`~adalrs_ray.torch_binding.RewindableLoader`
+then hands out the batches, so an AdaLRS backtrack rewinds them with the model (the default
+runs in ``"rewind"`` mode) and a checkpoint holds the loader's position.
+
 Inside a Ray Train V2 worker (a ``TorchTrainer`` per trial) the same code reports with
 ``ray.train.report`` on every rank (rank 0 attaches the checkpoint: data-parallel replicas),
 averages the loss over the ranks before the controller sees it, and resumes from
@@ -39,7 +44,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -47,7 +52,12 @@ import torch
 from adalrs_ray.comparison.reporter import TuneReporter
 from adalrs_ray.core.checks import check, check_int, check_number, is_number
 from adalrs_ray.core.controller import Action, AdaLRS, AdaLRSConfig, Decision
-from adalrs_ray.torch_binding import AdaLRSScheduler, SnapshotStore, base_schedule_lambda
+from adalrs_ray.torch_binding import (
+    AdaLRSScheduler,
+    RewindableLoader,
+    SnapshotStore,
+    base_schedule_lambda,
+)
 from adalrs_ray.torch_binding.rng import get_rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
@@ -140,6 +150,15 @@ class AdaLRSTrial:
             directory path, or any checkpoint object with ``as_directory()``.
         report: ``f(metrics, checkpoint_dir)`` called at each report instead of Tune/Train (for
             a loop outside Ray: log the metrics, copy the directory before returning).
+        data: the training batches (a ``DataLoader`` or any re-iterable; a
+            :class:`~adalrs_ray.torch_binding.RewindableLoader` is taken as it is), handed out by
+            :meth:`batches`. They are then wrapped in a ``RewindableLoader``, so AdaLRS's default
+            runs in ``"rewind"`` mode (a backtrack replays the batches since the snapshot) and
+            every checkpoint holds the loader's position.
+        rewinds: the loop indexes its data by the step :meth:`steps` yields, so a backtrack
+            that moves the step back replays the same batches: AdaLRS's default then runs in
+            ``"rewind"`` mode (as with ``data``). ``False`` (default, without ``data``): the
+            default runs in ``"continue"`` mode.
 
     Raises ``ValueError`` naming the value and the rule for a bad config or argument, and for a
     checkpoint that does not fit (AdaLRS on in one and off in the other; a changed ``lr`` with
@@ -160,6 +179,8 @@ class AdaLRSTrial:
         store: SnapshotStore | None = None,
         checkpoint: Any = "auto",
         report: Callable[[dict[str, Any], str | None], None] | None = None,
+        data: Iterable | None = None,
+        rewinds: bool = False,
     ) -> None:
         check(isinstance(config, Mapping), f"config is {config!r}, but must be a mapping")
         for key in ("lr", "total_steps", "report_every"):
@@ -208,6 +229,10 @@ class AdaLRSTrial:
             is_number(tokens_per_step) and tokens_per_step >= 0,
             f"tokens_per_step is {tokens_per_step!r}, but must be a number >= 0",
         )
+        check(isinstance(rewinds, bool), f"rewinds is {rewinds!r}, but must be a bool")
+        if data is not None and not isinstance(data, RewindableLoader):
+            data = RewindableLoader(data)
+        self.data: RewindableLoader | None = data
         self.model, self.optimizer = model, optimizer
         self.adalrs = adalrs is not None
         self._evaluate, self._report_fn = evaluate, report
@@ -222,13 +247,12 @@ class AdaLRSTrial:
             group["lr"] = lr
         base = self._base_schedule(schedule, schedule_options)
         if self.adalrs:
-            controller: Any = AdaLRS(
-                AdaLRSConfig.from_dict({"total_steps": self.total_steps, **dict(adalrs)})
-            )
+            cfg = AdaLRSConfig.from_dict({"total_steps": self.total_steps, **dict(adalrs)})
+            controller: Any = AdaLRS(cfg.resolved(rewinds=rewinds or data is not None))
         else:
             controller = _FixedScale()
         self.scheduler = AdaLRSScheduler(
-            optimizer, controller, base, model=model, scaler=scaler, store=store
+            optimizer, controller, base, model=model, scaler=scaler, store=store, data=data
         )
 
         ctx = _train_context() if report is None else None
@@ -364,6 +388,19 @@ class AdaLRSTrial:
                     f"the loop body of step {step} did not call trial.step(loss); call it once "
                     "per iteration of trial.steps()"
                 )
+
+    def batches(self) -> Iterator[tuple[int, Any]]:
+        """``(step, batch)`` for every step :meth:`steps` yields, the batch from ``data``
+        (after a ``rewind`` backtrack, the batches of the steps taken back again); call
+        :meth:`step` once in each iteration."""
+        check(
+            self.data is not None,
+            "batches() hands out the batches of `data`, but the trial was built without data=; "
+            "pass data=loader, or loop over steps() and index your data by the step",
+        )
+        stream = iter(self.data)
+        for step in self.steps():
+            yield step, next(stream)
 
     def step(self, loss: float | torch.Tensor, *, tokens: float | None = None) -> Decision:
         """Feed the loss of the step that just finished (after ``optimizer.step()``).

@@ -484,16 +484,19 @@ class AdaLRSTrainContext:
 
         Rank 0 writes ``adalrs_shared.pt`` (controller, base schedule, step counter, and model +
         optimizer unless ``sharded``); every rank writes ``adalrs_rank<r>.pt`` (its RNG, loop
-        state, snapshot, and its model + optimizer shard if ``sharded``). Ray Train merges the
+        state, snapshot, the position and kept batches of its ``RewindableLoader`` if the
+        scheduler has one, and its model + optimizer shard if ``sharded``). Ray Train merges the
         ranks' directories into one checkpoint.
         """
         directory = Path(directory)
+        sched = self.scheduler.state_dict(include_snapshot=False)
+        data = sched.pop("data", None)  # each rank's loader holds its own shard of the data
         if self.rank == 0:
             shared = {
                 "version": CHECKPOINT_VERSION,
                 "world_size": self.world_size,
                 "sharded": self.sharded,
-                "scheduler": self.scheduler.state_dict(include_snapshot=False),
+                "scheduler": sched,
             }
             if not self.sharded:
                 shared["model"] = self.model.state_dict()
@@ -505,6 +508,7 @@ class AdaLRSTrainContext:
             "rng": get_rng_state(),
             "loop_state": self._get_loop_state() if self._get_loop_state else None,
             "snapshot": None,
+            "data": data,
         }
         store = self.scheduler.store
         if self.checkpoint_snapshot and store.has_snapshot():
@@ -557,6 +561,7 @@ class AdaLRSTrainContext:
             step, tensors, meta = store.load()
             snap = {"step": step, "tensors": tensors, "meta": meta}
         sched_state["snapshot"] = snap
+        sched_state["data"] = own.get("data")  # this rank's loader (older files: none)
         self.scheduler.load_state_dict(sched_state)
         set_rng_state(own["rng"])
         if self._set_loop_state is not None:

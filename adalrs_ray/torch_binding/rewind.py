@@ -147,6 +147,7 @@ class RewindableLoader:
         self._buffer: list[tuple[int, Any, list]] = []  # (step, host copy, devices)
         self._cursor = 0  # the next kept batch to hand out; len(buffer): fresh batches
         self._bound = False
+        self._keeps = True
 
     # ------------------------------------------------------------------ what users read
     @property
@@ -252,17 +253,20 @@ class RewindableLoader:
             return batch
 
     # ------------------------------------------------------------------ driven by the binding
-    def bind(self, last_step: int, snapshot_step: int | None) -> None:
+    def bind(self, last_step: int, snapshot_step: int | None, *, keeps: bool = True) -> None:
         """Called by :class:`~adalrs_ray.torch_binding.AdaLRSScheduler` when it takes this
-        loader: the last finished step and the held snapshot's step (``None``: none)."""
+        loader: the last finished step and the held snapshot's step (``None``: none).
+        ``keeps=False`` (a binding in ``"continue"`` mode, which never rewinds): no batch is
+        kept; the loader only streams and checkpoints its position."""
         if self._bound:
             raise ValueError(
                 "this RewindableLoader already drives an AdaLRSScheduler; give each binding "
                 "its own loader"
             )
         self._bound = True
+        self._keeps = keeps
         self._next_step = last_step + 1
-        self._base_step = snapshot_step
+        self._base_step = snapshot_step if keeps else None
 
     def unbind(self) -> None:
         """Called when the binding closes; the loader may then be given to a new binding."""
@@ -284,7 +288,7 @@ class RewindableLoader:
             logger.debug("rewound to step %d: %d kept batches replay", restore_to, self.kept)
             return
         self._next_step = step + 1
-        if snapshot:
+        if snapshot and self._keeps:
             keep = [entry for entry in self._buffer if entry[0] > step]
             self._cursor = max(0, self._cursor - (len(self._buffer) - len(keep)))
             self._buffer = keep
@@ -334,8 +338,9 @@ class RewindableLoader:
         self._next_step = int(state_dict["next_step"])
         base = state_dict["base_step"]
         self._base_step = None if base is None else int(base)
+        here = (lambda t: t.to("cpu")) if self._offload else (lambda t: t)
         self._buffer = [
-            (int(step), batch, [torch.device(d) for d in devices])
+            (int(step), _map_batch(batch, here), [torch.device(d) for d in devices])
             for step, batch, devices in buffer
         ]
         self._cursor = cursor

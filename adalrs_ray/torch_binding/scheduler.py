@@ -284,10 +284,11 @@ class AdaLRSScheduler:
         store: where snapshots live; default a new :class:`InMemorySnapshotStore`.
         rng: snapshot RNG states (torch CPU, accelerator, python ``random``, numpy) and restore
             them in ``"rewind"`` backtrack mode.
-        data: in ``"rewind"`` mode, the :class:`~adalrs_ray.torch_binding.RewindableLoader`
-            the loop takes its batches from: a rewind then replays the batches since the
-            snapshot, and its position is part of :meth:`state_dict`. A loop that indexes its
-            data by step (``last_step + 1``) needs none.
+        data: the :class:`~adalrs_ray.torch_binding.RewindableLoader` the loop takes its
+            batches from: in ``"rewind"`` mode a rewind replays the batches since the snapshot
+            (in ``"continue"`` mode it only streams); its position is part of
+            :meth:`state_dict` either way. A loop that indexes its data by step
+            (``last_step + 1``) needs none.
 
     Backtracking (``controller.config.backtrack_mode``; ``AdaLRS(config)`` runs the default
     ``"auto"`` as ``"continue"``, ``AdaLRS(config.resolved(rewinds=True))`` as ``"rewind"``):
@@ -382,11 +383,6 @@ class AdaLRSScheduler:
             raise ValueError(f"The value of `rng` is {rng!r}, but must be a bool")
         if data is not None and not isinstance(data, RewindableLoader):
             raise ValueError(f"`data` must be a RewindableLoader; got {type(data).__name__}")
-        if data is not None and mode != "rewind":
-            raise ValueError(
-                f"`data` (a RewindableLoader) is for backtrack_mode='rewind', but the "
-                f"controller's is {mode!r}: in 'continue' mode the data moves on by itself"
-            )
 
         self._optimizer = optimizer
         self._controller = controller
@@ -415,7 +411,7 @@ class AdaLRSScheduler:
             self._snapshot(-1)
             self._apply_lr()
         if data is not None:
-            data.bind(self._last_step, -1 if opening else None)
+            data.bind(self._last_step, -1 if opening else None, keeps=mode == "rewind")
 
     # ------------------------------------------------------------------ properties
     @property
