@@ -208,6 +208,8 @@ CONFIGS["default_continue_before_bracket"] = {
     "backtrack_mode": "continue",
     "bracket_stops": False,
 }
+# the default with two extension rounds of the opening past its edge (opening_extends)
+CONFIGS["default_extends"] = {"base": "default", "opening_extends": 2}
 CONFIGS["rule_regression_ar1"] = {"rule": "regression", "error_ar1": True}
 CONFIGS["rule_opening_continue_2w_ar1"] = {**CONFIGS["rule_opening_continue_2w"], "error_ar1": True}
 

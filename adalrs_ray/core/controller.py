@@ -57,6 +57,7 @@ from adalrs_ray.core.decisions import (
     next_direction,
     opening_bracket,
     opening_choice,
+    opening_extension,
     opening_order,
     opening_refinement,
     opening_score,
@@ -103,6 +104,7 @@ _LATER_DEFAULTS = {
     "opening_tail": None,
     "opening_narrows": False,
     "opening_refine": 0,
+    "opening_extends": 0,
     "inconclusive_restores": False,
     "boundary_tested": False,
     "opening_trials": "all",
@@ -380,6 +382,12 @@ class AdaLRSConfig:
             kept multiplier times and divided by the square root of its bracket (1.78 around
             a choice from a 3.16-spaced grid, then 1.33), from the same snapshot. Each round
             costs 2 x ``opening_steps`` more steps.
+        opening_extends: beyond the default (``0``): rounds of extension after the opening's
+            multipliers (before any refinement): while its choice is the smallest or largest
+            multiplier tried (or every one diverged), the next one a grid step beyond that edge
+            (0.0316, then 0.01 below the default grid; 31.6, then 100 above), from the same
+            snapshot, so a start up to 100x off lies inside what the opening measures. Each
+            round costs ``opening_steps`` more steps, and only where the choice is at an edge.
         opening_trials: ``"all"``: after the opening the search runs as usual. ``"edge"``
             (two-sided only): trials follow only when the opening's choice is the smallest or
             the largest multiplier it tried, where the optimum may lie beyond what it
@@ -446,6 +454,7 @@ class AdaLRSConfig:
     opening_tail: int | None = None
     opening_narrows: bool | None = None
     opening_refine: int = 0
+    opening_extends: int = 0
     opening_trials: str | None = None
 
     @classmethod
@@ -649,7 +658,7 @@ class AdaLRSConfig:
         all of them in continue mode, one multiplier's in rewind mode) and the steps of the
         search window it leaves (``opening_steps`` ``None``: two windows)."""
         steps = self.opening_steps if self.opening_steps is not None else 2 * int(self.window)
-        n = len(self.opening_order) + 2 * self.opening_refine
+        n = len(self.opening_order) + 2 * self.opening_refine + self.opening_extends
         opening = (1 if self.backtrack_mode == "rewind" else n) * steps
         return n, opening, self.search_end - max(self.search_start, opening)
 
@@ -689,6 +698,7 @@ class AdaLRSConfig:
         check_int("opening_steps", self.opening_steps, 2, optional=True)
         check_int("opening_tail", self.opening_tail, 1, optional=True)
         check_int("opening_refine", self.opening_refine, 0)
+        check_int("opening_extends", self.opening_extends, 0)
         if not f:
             return
         check(
@@ -961,6 +971,7 @@ class AdaLRS:
         self._open_scores: list[float] = []
         self._open_order: list[float] = list(config.opening_order)
         self._open_round = 0
+        self._open_extended = 0  # extension rounds done (or opening_extends: none left)
         self._open_done = not config.opening_factors
 
     # ------------------------------------------------------------------ read-only view
@@ -1123,6 +1134,7 @@ class AdaLRS:
         self._open_scores = []
         self._open_order = list(self.config.opening_order)
         self._open_round = 0
+        self._open_extended = 0
         self._scale = self._clamp(self._open_base * self._open_order[0])
         return Action.SNAPSHOT
 
@@ -1139,6 +1151,12 @@ class AdaLRS:
         tried = self._scale
         self._open_i += 1
         self._open_losses = []
+        if self._open_i == len(order) and self._open_extended < c.opening_extends:
+            more = opening_extension(
+                order, self._open_scores, opening_choice(order, self._open_scores)
+            )
+            self._open_extended = c.opening_extends if not more else self._open_extended + 1
+            order.extend(more)
         if self._open_i == len(order) and self._open_round < c.opening_refine:
             self._open_round += 1
             order.extend(opening_refinement(order, opening_choice(order, self._open_scores)))
@@ -1675,6 +1693,7 @@ class AdaLRS:
                 "scores": [_json_float(x) for x in self._open_scores],
                 "order": list(self._open_order),
                 "round": self._open_round,
+                "extended": self._open_extended,
                 "done": self._open_done,
             },
         }
@@ -1763,6 +1782,7 @@ class AdaLRS:
             self._open_scores = [float(x) for x in opening.get("scores", [])]
             self._open_order = [float(x) for x in opening.get("order", self.config.opening_order)]
             self._open_round = int(opening.get("round", 0))
+            self._open_extended = int(opening.get("extended", 0))
             self._open_done = bool(
                 opening.get("done", not self.config.opening_factors or self._phase != "before")
             )

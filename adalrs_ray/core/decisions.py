@@ -538,6 +538,29 @@ def sides_after(sides: frozenset[str], direction: str, verdict: Verdict) -> froz
     return sides | {direction}
 
 
+def opening_extension(order: Sequence[float], scores: Sequence[float], best: int) -> list[float]:
+    """One extension round of the opening: when its choice is the smallest or the largest
+    multiplier it tried, the next one beyond that edge, one grid step (the ratio between the
+    edge and its nearest tried neighbour) further. A field where no multiplier scored better
+    than another (every one diverged, or saturated at the same loss) is taken as all too large:
+    the next one below the smallest. ``[]`` when the choice lies inside what was tried, or
+    fewer than two were tried."""
+    if len(order) < 2:
+        return []
+    lo, hi = min(order), max(order)
+    if not any(math.isfinite(x) for x in scores) or len(set(scores)) == 1:
+        edge, up = lo, False
+    elif order[best] == lo:
+        edge, up = lo, False
+    elif order[best] == hi:
+        edge, up = hi, True
+    else:
+        return []
+    nearest = min((x for x in order if x != edge), key=lambda x: abs(math.log(x / edge)))
+    step = max(edge / nearest, nearest / edge)
+    return [edge * step if up else edge / step]
+
+
 def opening_refinement(order: Sequence[float], best: int) -> list[float]:
     """One refinement round of the opening: the kept multiplier times and divided by the square
     root of its bracket (:func:`opening_bracket`), leaving out any within 1% of one already
