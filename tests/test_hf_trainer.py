@@ -451,3 +451,31 @@ def test_an_opening_starts_from_the_initial_model_at_every_multiplier(tmp_path):
         assert opt["state"] == {}
     kinds = [e["kind"] for e in cb.scheduler.controller.events]
     assert kinds[:3] == ["opening_candidate", "opening_candidate", "opening"]
+
+
+def test_under_several_processes_each_saves_and_resumes_its_own_loader_state(tmp_path):
+    """Each process streams its own shard: a process other than zero writes its loader's
+    state as adalrs_data_<rank>.pt and reads it back on resume (process zero's is in
+    adalrs_state.pt). Driven here with the Trainer's arguments of a 2-process run."""
+    from types import SimpleNamespace
+
+    from adalrs_ray.integrations.hf_trainer import DATA_FILE
+
+    ctl = ScriptedController(REWIND_SCRIPT, mode="rewind")
+    trainer, cb, _ = make_trainer(tmp_path / "run", ctl, steps=16)
+    trainer.train()
+    ckpt = tmp_path / "ck" / "checkpoint-7"
+    ckpt.mkdir(parents=True)
+    torch.save(cb.scheduler.state_dict(), ckpt / STATE_FILE)  # process zero's file
+
+    rank1 = SimpleNamespace(output_dir=str(tmp_path / "ck"), world_size=2, process_index=1)
+    state = SimpleNamespace(global_step=7, is_world_process_zero=False)
+    with pytest.raises(ValueError, match="holds no adalrs_data_1.pt.*same number of processes"):
+        cb._read_state(str(ckpt / STATE_FILE), rank1)
+    cb.scheduler.data._passes = 5  # this process's own position, unlike process zero's file
+    cb.on_save(rank1, state, None)
+    own = torch.load(ckpt / DATA_FILE.format(rank=1), weights_only=True)
+    assert own["passes"] == 5
+    assert cb._read_state(str(ckpt / STATE_FILE), rank1)["data"]["passes"] == 5
+    rank0 = SimpleNamespace(output_dir=str(tmp_path / "ck"), world_size=2, process_index=0)
+    assert cb._read_state(str(ckpt / STATE_FILE), rank0)["data"]["passes"] != 5

@@ -68,10 +68,18 @@ from adalrs_ray.torch_binding import AdaLRSScheduler, RewindableLoader, Snapshot
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["STATE_FILE", "AdaLRSTrainer", "AdaLRSTrainerCallback", "AdaLRSTrainerMixin"]
+__all__ = [
+    "DATA_FILE",
+    "STATE_FILE",
+    "AdaLRSTrainer",
+    "AdaLRSTrainerCallback",
+    "AdaLRSTrainerMixin",
+]
 
-#: the file in each Trainer checkpoint that holds the binding's state
+#: the file in each Trainer checkpoint that holds the binding's state (process zero's)
 STATE_FILE = "adalrs_state.pt"
+#: under several processes, each one's RewindableLoader state (its own shard of the data)
+DATA_FILE = "adalrs_data_{rank}.pt"
 
 
 class AdaLRSTrainerCallback(TrainerCallback):
@@ -163,7 +171,7 @@ class AdaLRSTrainerCallback(TrainerCallback):
                     f"resume_from_checkpoint {self._resume_dir!r} holds no {STATE_FILE}: it was "
                     "not written by a Trainer with AdaLRSTrainerCallback"
                 )
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            sd = self._read_state(path, args)
             saved = sd.pop("global_step", sd["last_step"] + 1)  # older files: no rewinds
             if saved != state.global_step:
                 raise ValueError(
@@ -177,6 +185,21 @@ class AdaLRSTrainerCallback(TrainerCallback):
         lr_scheduler.bind(self.scheduler)
         return control
 
+    def _read_state(self, path: str, args: Any) -> dict[str, Any]:
+        """The binding's state from ``path``, with this process's own loader state when
+        several processes each stream their shard of the data."""
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+        if self.rewinds and args.world_size > 1 and args.process_index != 0:
+            own = os.path.join(os.path.dirname(path), DATA_FILE.format(rank=args.process_index))
+            if not os.path.isfile(own):
+                raise ValueError(
+                    f"{os.path.dirname(path)!r} holds no {os.path.basename(own)}: the "
+                    f"checkpoint was not written by {args.world_size} processes rewinding their "
+                    "data; resume with the same number of processes"
+                )
+            sd["data"] = torch.load(own, map_location="cpu", weights_only=True)
+        return sd
+
     def on_step_end(self, args, state, control, **kwargs):
         loss = reduce_mean_across_ranks(self._loss.pop())
         step = self.scheduler.last_step + 1
@@ -186,9 +209,14 @@ class AdaLRSTrainerCallback(TrainerCallback):
         return control
 
     def on_save(self, args, state, control, **kwargs):
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if self.rewinds and args.world_size > 1 and args.process_index != 0:
+            # each process streams its own shard: its loader's position and kept batches
+            os.makedirs(folder, exist_ok=True)
+            own = os.path.join(folder, DATA_FILE.format(rank=args.process_index))
+            torch.save(self.scheduler.data.state_dict(), own)
         if not state.is_world_process_zero:
             return control
-        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
         if not os.path.isdir(folder):
             raise ValueError(
                 f"the Trainer's checkpoint {folder!r} does not exist: AdaLRSTrainerCallback "
