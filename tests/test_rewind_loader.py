@@ -318,3 +318,25 @@ def test_in_continue_mode_the_loader_only_streams_and_checkpoints_its_position()
     sched2 = AdaLRSScheduler(opt, ScriptedController(script), None, data=resumed)
     sched2.load_state_dict(state)
     assert next(iter(resumed))["x"][0, 0].item() == timeline_batch(data, 7)["x"][0, 0].item()
+
+
+def test_once_the_search_has_ended_no_batch_is_kept():
+    """After search_end no rewind can come: the loader drops what it kept and keeps nothing
+    more (else it would hold every batch of the rest of the run)."""
+    cfg = AdaLRSConfig(total_steps=60, window=3, start_ratio=0.1, end_ratio=0.5).resolved(
+        rewinds=True
+    )
+    model, opt = model_and_opt()
+    loader = RewindableLoader(Passes())
+    sched = AdaLRSScheduler(opt, AdaLRS(cfg), None, model=model, data=loader)
+    it = iter(loader)
+    kept = []
+    while sched.last_step + 1 < 60:
+        step = sched.last_step + 1
+        sched.step(train_step(model, opt, next(it)))
+        kept.append((step, sched.controller.phase, loader.kept))
+    assert any(k > 0 for _, phase, k in kept if phase != "frozen")
+    assert [k for _, phase, k in kept if phase == "frozen"] == [0] * sum(
+        phase == "frozen" for _, phase, _ in kept
+    )
+    assert kept[-1][1] == "frozen" and loader.nbytes == 0

@@ -15,7 +15,8 @@ a loader so that it can:
   every step after it;
 * when the binding rewinds to the snapshot, the next batches are the kept ones again, in order,
   then fresh ones from where the loader stood;
-* a new snapshot drops the batches of the steps up to it.
+* a new snapshot drops the batches of the steps up to it; once the search has ended (no
+  rewind can follow) it keeps none.
 
 :class:`~adalrs_ray.torch_binding.AdaLRSScheduler` drives it (``data=``): build the loader,
 give it to the binding, and take every batch of step ``t`` after step ``t - 1``'s
@@ -293,6 +294,15 @@ class RewindableLoader:
             self._cursor = max(0, self._cursor - (len(self._buffer) - len(keep)))
             self._buffer = keep
             self._base_step = step
+
+    def release(self) -> None:
+        """Called when no rewind can come any more (the search has ended): drop the kept
+        batches and keep none from now on."""
+        if self._buffer:
+            logger.debug("search over: %d kept batches released", len(self._buffer))
+        self._buffer, self._cursor = [], 0
+        self._base_step = None
+        self._keeps = False
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

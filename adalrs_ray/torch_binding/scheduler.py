@@ -531,6 +531,8 @@ class AdaLRSScheduler:
                 snapshot=action == Action.SNAPSHOT,
                 restore_to=next_last if next_last != step else None,
             )
+            if getattr(self._controller, "phase", None) == "frozen":  # no rewind can follow
+                self._data.release()
         # the snapshot before the first step (the opening's) holds a base scheduler that
         # already gives step 0's LR; every other snapshot holds the one of its own step
         self._advance_base(step_scheduler=not (self._mode == "rewind" and next_last == -1))
