@@ -72,8 +72,10 @@ def test_the_opening_extends_while_its_choice_is_at_an_edge(best, extra, chosen)
     assert ctl.scale == pytest.approx(chosen)
     ev = [e for e in ctl.events if e["kind"] == "opening"][0]
     assert len(ev["factors"]) == 5 + len(extra)
-    if extra and best != 1000.0:  # the choice is bracketed by what was tried: the search stops
-        assert ctl.state_dict()["sides"] == ["down", "up"]
+    # the extensions that lost beyond the choice do not count: the sides are those the
+    # default's opening would have (an edge choice: one side, so one outward trial may follow)
+    if best in (30.0, 0.03):
+        assert ctl.state_dict()["sides"] == ["down" if best > 1 else "up"]
 
 
 def test_no_extension_at_zero_and_the_rounds_cap_it():
@@ -140,3 +142,44 @@ def test_on_the_simulators_starts_30x_off_end_within_2x_of_the_optimum(mode, sta
         assert 0.5 <= found[2] <= 2.0, (seed, found)
         if mode == "basic" and start == 30.0:  # every multiplier at the divergence ceiling
             assert found[0] == pytest.approx(30.0), (seed, found)
+
+
+def _rewinding_run(cfg: AdaLRSConfig, best: float, total: int) -> tuple[list[tuple], AdaLRS]:
+    """A loop that rewinds: after a RESTORE the step counter goes back to restore_step + 1,
+    and the loss is a function of the scale and the step (the same batches again). Returns
+    (step, action, scale) of every decision after the opening, and the controller."""
+    ctl = AdaLRS(cfg)
+    ctl.begin()
+    step, out = 0, []
+    while step < total:
+        loss = 3.0 + abs(math.log10(ctl.scale / best)) + 2.0 / (1.0 + 0.05 * step)
+        d = ctl.observe(step, loss)
+        if ctl.state_dict()["opening"]["done"] and ctl.phase != "opening":
+            out.append((step, d.action.value, round(d.scale, 12)))
+        step = d.restore_step + 1 if d.action is Action.RESTORE else step + 1
+    return out, ctl
+
+
+@pytest.mark.parametrize("best", [14.0, 0.07, 1.3])
+def test_an_extension_that_loses_changes_nothing_but_its_compute(best):
+    """From an edge choice whose extension measures worse (14: 10 kept, 31.6 worse; 0.07: 0.1
+    kept, 0.0316 worse), or a choice inside the grid (no extension), every decision after the
+    opening is the default's, the outward trials from the edge included."""
+    base = dict(opening_factors=GRID[:-1], backtrack_mode="rewind", decay_basis="adjustments",
+                total_steps=300, window=10, start_ratio=0.0, end_ratio=1.0)  # fmt: skip
+    plain, ctl = _rewinding_run(config(**base), best, 300)
+    extended, ext = _rewinding_run(config(**base, opening_extends=2), best, 300)
+    assert extended == plain and plain
+    kinds = [e["kind"] for e in ctl.events]
+    if best != 1.3:  # from the edge the default tries outward: the extension must not stop it
+        assert "trial_start" in kinds, kinds
+        assert len([e for e in ext.events if e["kind"] == "opening_candidate"]) == 5
+
+
+def test_opening_measured_drops_only_the_extensions_beyond_the_choice():
+    from adalrs_ray.core.decisions import opening_measured
+
+    order = GRID + (31.6, 100.0)
+    assert opening_measured(order, 5, [31.6, 100.0]) == (GRID + (31.6,), 5)  # 100 lost
+    assert opening_measured(order, 3, [31.6, 100.0]) == (GRID, 3)  # both lost, 10 kept
+    assert opening_measured(GRID + (0.0316,), 5, [0.0316]) == (GRID + (0.0316,), 5)  # it won

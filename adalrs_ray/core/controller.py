@@ -58,6 +58,7 @@ from adalrs_ray.core.decisions import (
     opening_bracket,
     opening_choice,
     opening_extension,
+    opening_measured,
     opening_order,
     opening_refinement,
     opening_score,
@@ -972,6 +973,7 @@ class AdaLRS:
         self._open_order: list[float] = list(config.opening_order)
         self._open_round = 0
         self._open_extended = 0  # extension rounds done (or opening_extends: none left)
+        self._open_extensions: list[float] = []  # the multipliers the extension added
         self._open_done = not config.opening_factors
 
     # ------------------------------------------------------------------ read-only view
@@ -1135,6 +1137,7 @@ class AdaLRS:
         self._open_order = list(self.config.opening_order)
         self._open_round = 0
         self._open_extended = 0
+        self._open_extensions = []
         self._scale = self._clamp(self._open_base * self._open_order[0])
         return Action.SNAPSHOT
 
@@ -1157,6 +1160,7 @@ class AdaLRS:
             )
             self._open_extended = c.opening_extends if not more else self._open_extended + 1
             order.extend(more)
+            self._open_extensions.extend(more)
         if self._open_i == len(order) and self._open_round < c.opening_refine:
             self._open_round += 1
             order.extend(opening_refinement(order, opening_choice(order, self._open_scores)))
@@ -1180,10 +1184,12 @@ class AdaLRS:
         self._reset_history()
         if c.two_sided and order[best] != 1:
             self._direction = "down" if order[best] < 1 else "up"
+        # an extension that lost beyond the choice changes nothing but its compute
+        measured, at = opening_measured(order, best, self._open_extensions)
         if c.opening_narrows:
-            cap = math.sqrt(opening_bracket(order, best))
+            cap = math.sqrt(opening_bracket(measured, at))
             self._factors = {d: min(f, cap) for d, f in self._factors.items()}
-        self._sides = opening_sides(order, best)
+        self._sides = opening_sides(measured, at)
         if len(self._sides) == 2 and (c.opening_trials == "edge" or c.bracket_stops):
             self._stop_search()  # bracketed: no trial follows
         if order[best] != 1:
@@ -1694,6 +1700,7 @@ class AdaLRS:
                 "order": list(self._open_order),
                 "round": self._open_round,
                 "extended": self._open_extended,
+                "extensions": list(self._open_extensions),
                 "done": self._open_done,
             },
         }
@@ -1783,6 +1790,7 @@ class AdaLRS:
             self._open_order = [float(x) for x in opening.get("order", self.config.opening_order)]
             self._open_round = int(opening.get("round", 0))
             self._open_extended = int(opening.get("extended", 0))
+            self._open_extensions = [float(x) for x in opening.get("extensions", [])]
             self._open_done = bool(
                 opening.get("done", not self.config.opening_factors or self._phase != "before")
             )

@@ -561,6 +561,19 @@ def opening_extension(order: Sequence[float], scores: Sequence[float], best: int
     return [edge * step if up else edge / step]
 
 
+def opening_measured(
+    order: Sequence[float], best: int, extensions: Sequence[float]
+) -> tuple[tuple[float, ...], int]:
+    """The multipliers that bound the opening's choice, and its index among them: ``order``
+    without the extension multipliers that lost beyond it (further out than the choice on
+    their side). An extension that loses then changes nothing but its compute: the choice's
+    sides and bracket are those of the opening without it."""
+    b = order[best]
+    lost = {x for x in extensions if (x > b if x > 1 else x < b)}
+    kept = [i for i, x in enumerate(order) if x not in lost]
+    return tuple(order[i] for i in kept), kept.index(best)
+
+
 def opening_refinement(order: Sequence[float], best: int) -> list[float]:
     """One refinement round of the opening: the kept multiplier times and divided by the square
     root of its bracket (:func:`opening_bracket`), leaving out any within 1% of one already
