@@ -136,21 +136,19 @@ def main() -> None:
         "--adalrs-opt",
         action="append",
         default=[],
-        metavar="KEY=JSON",
-        help="an AdaLRSConfig field for both AdaLRS arms, e.g. start_ratio=0.05",
+        metavar="KEY=VALUE",
+        help="an AdaLRSConfig field for both AdaLRS arms (VALUE as JSON, else a string), "
+        "e.g. start_ratio=0.05",
     )
     p.add_argument("--arms", default=",".join(ARMS), help=f"a subset of {ARMS}")
     p.add_argument("--out", default="runs/hf_trainer_lm")
     a = p.parse_args()
-    options = {}
-    for item in a.adalrs_opt:
-        key, sep, value = item.partition("=")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            sep = ""
-        if not sep:
-            p.error(f"the value of --adalrs-opt is {item!r}, but must be KEY=JSON")
+    from adalrs_ray.cli.train import parse_adalrs_opts
+
+    try:
+        options = parse_adalrs_opts(a.adalrs_opt)
+    except ValueError as exc:
+        p.error(str(exc))
     arms = [x for x in a.arms.split(",") if x]
     bad = [x for x in arms if x not in ARMS]
     if bad or not arms:

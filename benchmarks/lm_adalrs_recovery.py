@@ -97,7 +97,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="another AdaLRSConfig field (JSON value), repeatable; default: "
+        help="another AdaLRSConfig field (VALUE as JSON, else a string), repeatable; default: "
         "start_ratio=0.05 end_ratio=0.5",
     )
     p.add_argument(
@@ -120,13 +120,15 @@ def main() -> None:
         "(runs already finished in --out are always reused)",
     )
     args = p.parse_args()
+    from adalrs_ray.cli.train import parse_adalrs_opts
+
+    try:
+        options = {"start_ratio": 0.05, "end_ratio": 0.5, **parse_adalrs_opts(args.adalrs_opt)}
+    except ValueError as exc:
+        p.error(str(exc))
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    options = {"start_ratio": 0.05, "end_ratio": 0.5}
-    for item in args.adalrs_opt:
-        key, _, value = item.partition("=")
-        options[key] = json.loads(value)
     below = (f"x1/{args.factor:g}", args.lr_grid / args.factor)
     above = (f"x{args.factor:g}", args.lr_grid * args.factor)
     starts = dict({"both": [below, above], "below": [below], "above": [above]}[args.side])

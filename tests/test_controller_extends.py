@@ -4,7 +4,6 @@ step beyond that edge, so a start up to 100x off lies inside what it measures.""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -13,7 +12,7 @@ from adalrs_ray.core.controller import Action, AdaLRS, AdaLRSConfig
 from adalrs_ray.core.decisions import opening_extension
 from adalrs_ray.core.lm_simulator import LMLossSimulator, wsd_schedule
 from adalrs_ray.core.simulator import LossSimulator, simulate
-from tests.test_controller_opening import M, config, loss_at
+from tests.test_controller_opening import M, assert_resumes_alike, config, loss_at, run_to
 
 GRID = (0.1, 0.316, 3.16, 10.0, 1.0)  # the default's opening order
 UP = 10.0 / 3.16  # the grid step at its top edge (10 and its neighbour 3.16)
@@ -103,17 +102,9 @@ def test_extension_rounds_count_in_the_room_the_opening_needs_in_continue_mode()
 
 def test_resume_mid_extension_makes_the_same_decisions():
     cfg = config(opening_factors=GRID[:-1], opening_extends=2)
-    a = AdaLRS(cfg)
-    a.begin()
-    for s in range(5 * M + 2):  # into the first extension multiplier
-        a.observe(s, loss_at(a.scale, s, 30.0))
+    a = run_to(cfg, 5 * M + 2, 30.0)  # into the first extension multiplier
     assert a.state_dict()["opening"]["extended"] == 1
-    b = AdaLRS(cfg)
-    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
-    for s in range(5 * M + 2, 120):
-        da, db = a.observe(s, loss_at(a.scale, s, 30.0)), b.observe(s, loss_at(b.scale, s, 30.0))
-        assert (da.action, da.scale, da.restore_step) == (db.action, db.scale, db.restore_step)
-    assert a.state_dict() == b.state_dict()
+    assert_resumes_alike(a, 5 * M + 2, 120, 30.0)
     old = a.state_dict()
     del old["opening"]["extended"]  # a state from before the field: no round done
     AdaLRS(cfg).load_state_dict(old)

@@ -478,18 +478,30 @@ def test_refinement_rounds_count_in_the_room_the_opening_needs():
         config(total_steps=100, opening_steps=10, opening_refine=2)
 
 
-def test_resume_mid_refinement_makes_the_same_decisions():
-    cfg = config(opening_factors=(0.316, 3.16), opening_refine=1)
-    a = AdaLRS(cfg)
-    a.begin()
-    for s in range(3 * M + 2):  # into the first refinement multiplier
-        a.observe(s, loss_at(a.scale, s, 1.6))
-    b = AdaLRS(cfg)
+def run_to(cfg: AdaLRSConfig, stop: int, best: float) -> AdaLRS:
+    """A controller after steps 0 .. stop - 1 of ``loss_at`` (the opening begun first)."""
+    ctl = AdaLRS(cfg)
+    ctl.begin()
+    for s in range(stop):
+        ctl.observe(s, loss_at(ctl.scale, s, best))
+    return ctl
+
+
+def assert_resumes_alike(a: AdaLRS, stop: int, total: int, best: float) -> None:
+    """A copy loaded from ``a``'s state (through JSON) decides as ``a`` from step ``stop``
+    to ``total`` and ends in the same state."""
+    b = AdaLRS(a.config)
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
-    for s in range(3 * M + 2, 60):
-        da, db = a.observe(s, loss_at(a.scale, s, 1.6)), b.observe(s, loss_at(b.scale, s, 1.6))
+    for s in range(stop, total):
+        da, db = a.observe(s, loss_at(a.scale, s, best)), b.observe(s, loss_at(b.scale, s, best))
         assert (da.action, da.scale, da.restore_step) == (db.action, db.scale, db.restore_step)
     assert a.state_dict() == b.state_dict()
+
+
+def test_resume_mid_refinement_makes_the_same_decisions():
+    cfg = config(opening_factors=(0.316, 3.16), opening_refine=1)
+    a = run_to(cfg, 3 * M + 2, 1.6)  # into the first refinement multiplier
+    assert_resumes_alike(a, 3 * M + 2, 60, 1.6)
 
 
 # ---------------------------------------------------------------- opening_trials

@@ -55,11 +55,39 @@ class TinyModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def loader():
+def rows() -> torch.utils.data.TensorDataset:
     g = torch.Generator().manual_seed(1)
     x = torch.randn(BATCHES * 4, 4, generator=g)
     y = torch.sin(x.sum(-1)) + 0.1 * torch.randn(len(x), generator=g)
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+    return torch.utils.data.TensorDataset(x, y)
+
+
+def loader():
+    return torch.utils.data.DataLoader(rows(), batch_size=4)
+
+
+def make_trainer(tmp_path, callbacks, *, every=None, **limits) -> L.Trainer:
+    """A quiet CPU Trainer; ``every``: a checkpoint every that many optimizer steps;
+    ``limits``: max_steps, max_epochs, accumulate_grad_batches."""
+    if every:
+        callbacks = [
+            *callbacks,
+            ModelCheckpoint(
+                dirpath=tmp_path, every_n_train_steps=every, save_top_k=-1, filename="{step}"
+            ),
+        ]
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=bool(every),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+        **limits,
+    )
 
 
 class Recorder(Callback):
@@ -90,25 +118,8 @@ def fit(tmp_path, controller, *, steps=24, accum=1, schedule=True, ckpt_path=Non
     # position; other runs index their data by the step (see TinyModule.training_step)
     module = TinyModule(steps, schedule, by_step=bool(every or ckpt_path) and not cb.rewinds)
     used = []
-    callbacks = [cb, rec]
-    if every:
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=tmp_path, every_n_train_steps=every, save_top_k=-1, filename="{step}"
-            )
-        )
-    trainer = L.Trainer(
-        max_steps=steps,
-        accumulate_grad_batches=accum,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=bool(every),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-        callbacks=callbacks,
+    trainer = make_trainer(
+        tmp_path, [cb, rec], every=every, max_steps=steps, accumulate_grad_batches=accum
     )
 
     def record_lr(opt, args, kwargs):
@@ -252,29 +263,8 @@ def fit_rewinding(tmp_path, controller, *, steps, ckpt_path=None, every=None):
     cb = AdaLRSLightningCallback(controller)
     spy = BatchSpy(cb)
     module = TinyModule(steps)
-    callbacks = [cb, spy]
-    if every:
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=tmp_path, every_n_train_steps=every, save_top_k=-1, filename="{step}"
-            )
-        )
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=bool(every),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-        callbacks=callbacks,
-    )
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(BATCHES * 4, 4, generator=g)
-    y = torch.sin(x.sum(-1)) + 0.1 * torch.randn(len(x), generator=g)
-    data = torch.utils.data.TensorDataset(x, y)
+    trainer = make_trainer(tmp_path, [cb, spy], every=every, max_steps=steps)
+    data = rows()
     # a seeded shuffle per pass (set_epoch), so a resumed pass repeats its order
     sampler = torch.utils.data.DistributedSampler(data, num_replicas=1, rank=0, seed=5)
     shuffled = torch.utils.data.DataLoader(data, batch_size=4, sampler=sampler)
@@ -343,28 +333,11 @@ def test_resume_while_rewinding_makes_the_same_decisions_on_the_same_batches(
 
 def test_rewinding_needs_the_wrapped_loader_and_max_steps(tmp_path):
     cb = AdaLRSLightningCallback(ScriptedController(mode="rewind"))
-    trainer = L.Trainer(
-        max_steps=4,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=[cb],
-    )
+    trainer = make_trainer(tmp_path, [cb], max_steps=4)
     with pytest.raises(ValueError, match="give it cb.wrap"):
         trainer.fit(TinyModule(4), loader())
-    epochs = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        callbacks=[AdaLRSLightningCallback(ScriptedController(mode="rewind"))],
-    )
+    again = AdaLRSLightningCallback(ScriptedController(mode="rewind"))
+    epochs = make_trainer(tmp_path, [again], max_epochs=1)
     with pytest.raises(ValueError, match="`max_steps` is -1"):
         epochs.fit(TinyModule(4), cb.wrap(loader()))
 

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BindingSteppedSchedule",
     "LossAccumulator",
+    "controller_rewinds",
     "make_controller",
     "reduce_mean_across_ranks",
     "unwrap_optimizer",
@@ -48,14 +49,19 @@ def make_controller(controller: Any, *, rewinds: bool = False) -> Any:
                 f"`controller` must be an AdaLRS, an AdaLRSConfig or an object with "
                 f"observe/state_dict/load_state_dict; got {type(controller).__name__}"
             )
-    mode = getattr(getattr(controller, "config", None), "backtrack_mode", "continue")
-    if mode == "rewind" and not rewinds:
+    if controller_rewinds(controller) and not rewinds:
         raise ValueError(
-            f"The value of `backtrack_mode` is {mode!r}, but must be 'continue' in a trainer "
+            "The value of `backtrack_mode` is 'rewind', but must be 'continue' in a trainer "
             "integration that does not rewind its data (rewind=False, or an integration "
             "without a rewindable loader): leave it at 'auto', which resolves to 'continue' here"
         )
     return controller
+
+
+def controller_rewinds(controller: Any) -> bool:
+    """Whether the controller runs ``backtrack_mode="rewind"`` (a controller without a config
+    is taken to continue)."""
+    return getattr(getattr(controller, "config", None), "backtrack_mode", "continue") == "rewind"
 
 
 def reduce_mean_across_ranks(loss: torch.Tensor) -> torch.Tensor:

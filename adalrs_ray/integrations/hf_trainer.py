@@ -60,6 +60,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from adalrs_ray.integrations.common import (
     BindingSteppedSchedule,
     LossAccumulator,
+    controller_rewinds,
     make_controller,
     reduce_mean_across_ranks,
     unwrap_optimizer,
@@ -100,9 +101,8 @@ class AdaLRSTrainerCallback(TrainerCallback):
         self, controller: Any, *, store: SnapshotStore | None = None, rewind: bool = True
     ) -> None:
         self.controller = make_controller(controller, rewinds=rewind)
-        mode = getattr(getattr(self.controller, "config", None), "backtrack_mode", "continue")
         #: whether the Trainer's loader is wrapped (the controller rewinds)
-        self.rewinds = mode == "rewind"
+        self.rewinds = controller_rewinds(self.controller)
         if store is not None and not isinstance(store, SnapshotStore):
             raise ValueError(f"`store` must be a SnapshotStore; got {type(store).__name__}")
         self._store = store

@@ -52,6 +52,7 @@ from lightning.pytorch.callbacks import Callback
 from adalrs_ray.integrations.common import (
     BindingSteppedSchedule,
     LossAccumulator,
+    controller_rewinds,
     make_controller,
     reduce_mean_across_ranks,
     unwrap_optimizer,
@@ -84,9 +85,8 @@ class AdaLRSLightningCallback(Callback):
         self, controller: Any, *, store: SnapshotStore | None = None, rewind: bool = True
     ) -> None:
         self.controller = make_controller(controller, rewinds=rewind)
-        mode = getattr(getattr(self.controller, "config", None), "backtrack_mode", "continue")
         #: whether the Trainer must take its batches from :meth:`wrap` (the controller rewinds)
-        self.rewinds = mode == "rewind"
+        self.rewinds = controller_rewinds(self.controller)
         if store is not None and not isinstance(store, SnapshotStore):
             raise ValueError(f"`store` must be a SnapshotStore; got {type(store).__name__}")
         self._store = store
