@@ -1,6 +1,7 @@
-"""The opening's extension (``AdaLRSConfig.opening_extends``, beyond the default): when the
-opening's choice is the smallest or largest multiplier it tried, it tries the next one a grid
-step beyond that edge, so a start up to 100x off lies inside what it measures."""
+"""The opening's extension (``AdaLRSConfig.opening_extends``, two rounds in the default where
+the loop rewinds): when the opening's choice is the smallest or largest multiplier it tried, it
+tries the next one a grid step beyond that edge, so a start up to 100x off lies inside what it
+measures."""
 
 from __future__ import annotations
 
@@ -79,10 +80,29 @@ def test_the_opening_extends_while_its_choice_is_at_an_edge(best, extra, chosen)
 
 def test_no_extension_at_zero_and_the_rounds_cap_it():
     base = dict(opening_factors=GRID[:-1], backtrack_mode="rewind", decay_basis="adjustments")
-    ctl, tried, _ = _open(config(**base), 1000.0)
+    ctl, tried, _ = _open(config(**base, opening_extends=0), 1000.0)
     assert len(tried) == 5 and ctl.scale == pytest.approx(10.0)
     ctl, tried, _ = _open(config(**base, opening_extends=1), 1000.0)
     assert len(tried) == 6 and ctl.scale == pytest.approx(10 * UP)
+
+
+def test_the_default_extends_twice_where_the_loop_rewinds_and_never_where_it_cannot():
+    """``None`` follows the mode: two rounds in rewind mode (extensions are compute there), none
+    in continue mode (they would be steps of the run) or where the opening does not run."""
+    auto = AdaLRSConfig(total_steps=4000, window=20)
+    assert auto.opening_extends is None
+    assert auto.resolved(rewinds=True).opening_extends == 2
+    assert auto.resolved(rewinds=False).opening_extends == 0
+    ctl, tried, _ = _open(config(opening_factors=GRID[:-1], opening_extends=None,
+                                 backtrack_mode="rewind", decay_basis="adjustments"), 1000.0)  # fmt: skip
+    assert len(tried) == 7 and ctl.scale == pytest.approx(10 * UP**2)
+    # where the opening does not fit, the regression rule: no opening, nothing to extend
+    short = AdaLRSConfig(total_steps=400, window=20, opening_steps=90, backtrack_mode="rewind")
+    assert short.opening_factors == () and short.opening_extends == 0
+    for rule in ("paper", "regression", "trajectory"):
+        cfg = AdaLRSConfig.from_dict({"total_steps": 4000, "window": 20, "rule": rule})
+        assert cfg.opening_extends == 0
+    assert AdaLRSConfig.paper(4000).opening_extends == 0
 
 
 def test_extension_rounds_count_in_the_room_the_opening_needs_in_continue_mode():

@@ -107,8 +107,11 @@ def test_simulate_rewinds_the_step_counter_and_counts_the_compute():
     res = simulate(sim, wsd_schedule(sim.lr_opt * 10, 2000), _lm_rewind())
     assert len(res.losses) == len(res.lrs) == len(res.scales) == 2000 == sim.steps
     restores = [e for e in res.events if e["kind"] == "opening_candidate"]
-    assert len(restores) == 4  # each discarded multiplier of the opening: 64 steps again
-    assert res.compute_steps >= 2000 + 4 * 64
+    # each discarded multiplier of the opening, and its extension below 0.1 (the choice is at
+    # that edge): 64 steps again
+    assert len(restores) == 5
+    assert restores[-1]["scale_after"] == pytest.approx(0.1 / 3.16, rel=0.01)
+    assert res.compute_steps >= 2000 + 5 * 64
     # the run as it finally went starts at the multiplier the opening kept
     (opening,) = [e for e in res.events if e["kind"] == "opening"]
     assert opening["scale_after"] == pytest.approx(0.1)

@@ -22,6 +22,7 @@ from adalrs_ray.integrations.hf_trainer import (  # noqa: E402
     AdaLRSTrainer,
     AdaLRSTrainerCallback,
 )
+from tests.opening_events import assert_default_opening
 from tests.test_torch_binding import ScriptedController  # noqa: E402
 
 LR = 0.05
@@ -345,9 +346,7 @@ def test_resume_while_rewinding_makes_the_same_decisions_on_the_same_batches(
     assert ran > steps  # the rewinds' steps were run again
     if kind == "default":
         assert cb_full.controller.config.backtrack_mode == "rewind"
-        assert [e["kind"] for e in cb_full.controller.events][:5] == ["opening_candidate"] * 4 + [
-            "opening"
-        ]
+        assert_default_opening(cb_full.controller.events)
     mid = resume_at
     if resume_at == "replaying":  # the first checkpoint in the middle of a replay
         for step in range(2, ran):

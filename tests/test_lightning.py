@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint  # noqa: E402
 from adalrs_ray.core.controller import AdaLRS, AdaLRSConfig  # noqa: E402
 from adalrs_ray.integrations.lightning import AdaLRSLightningCallback  # noqa: E402
 from adalrs_ray.torch_binding import base_schedule_lambda  # noqa: E402
+from tests.opening_events import assert_default_opening
 from tests.test_torch_binding import ScriptedController  # noqa: E402
 
 LR = 0.05
@@ -307,8 +308,7 @@ def test_resume_while_rewinding_makes_the_same_decisions_on_the_same_batches(
     ran = full.global_step
     assert ran > steps
     if kind == "default":
-        kinds = [e["kind"] for e in cb_full.controller.events]
-        assert kinds[:5] == ["opening_candidate"] * 4 + ["opening"]
+        assert_default_opening(cb_full.controller.events)
     ckpts = {int(p.stem.split("=")[1]): p for p in (tmp_path / "full").glob("*.ckpt")}
     mid = resume_at
     if resume_at == "replaying":

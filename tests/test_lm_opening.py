@@ -18,6 +18,7 @@ OPENING = {
     "opening_factors": [0.1, 10.0],
     "opening_steps": 6,
     "opening_tail": 2,
+    "opening_extends": 0,  # the grid alone; the rounds past its edge: test_controller_extends.py
 }
 
 

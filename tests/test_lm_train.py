@@ -11,6 +11,7 @@ import pytest
 import torch
 from lm_configs import tiny_lm_config
 
+from tests.opening_events import assert_default_opening
 from train_loops.lm import METRIC_COLUMNS, LMConfig, LMTrainer, LoopHooks, find_checkpoint, run
 
 COMPARED = ["step", "lr", "scale", "loss", "grad_norm", "tokens", "val_loss", "action", "event"]
@@ -119,8 +120,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(corpus, cache, tmp_path
         kinds = {e["kind"] for e in full["adalrs_events"]}
         assert {"trial_start"} <= kinds and kinds & {"keep", "inconclusive", "backtrack"}
     elif kw.get("adalrs"):
-        kinds = [e["kind"] for e in full["adalrs_events"]]
-        assert kinds[:5] == ["opening_candidate"] * 4 + ["opening"]
+        assert_default_opening(full["adalrs_events"])
         assert full["steps_executed"] > full["steps"] == 80  # the opening's rewound steps
 
 

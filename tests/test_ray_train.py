@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from adalrs_ray import Action, AdaLRS, AdaLRSConfig
+from tests.opening_events import assert_default_opening
 
 # the paper's rule (AdaLRSConfig.paper): these streams were built on its backtracks
 ADALRS = dict(
@@ -349,8 +350,8 @@ def test_lm_task_trains_on_two_workers_with_reduced_loss(ray_cluster, fast_repor
     # run on both ranks and count as tokens
     assert summary["steps"] == 48 and summary["steps_executed"] >= 48 + 4 * 8
     assert summary["tokens"] == summary["steps_executed"] * 4 * 32 * 2
-    kinds = [e["kind"] for e in summary["adalrs_events"]]
-    assert kinds[:5] == ["opening_candidate"] * 4 + ["opening"] and "search_start" in kinds
+    assert_default_opening(summary["adalrs_events"])
+    assert "search_start" in [e["kind"] for e in summary["adalrs_events"]]
     assert (tmp_path / "lm" / "metrics.parquet").is_file()  # rank 0 wrote the run directory
     assert Path(summary["ray_checkpoint"], "trainer_state.pt").is_file()
 
