@@ -385,3 +385,86 @@ def test_under_ddp_every_rank_observes_the_mean_loss_of_all_ranks(tmp_path):
     observed = [[loss for _, loss in r["observed"]] for r in ranks]
     assert observed[0] == observed[1]
     assert observed[0] == pytest.approx([(a + b) / 2 for a, b in zip(*local)], rel=1e-6)
+
+
+class ShardedModule(TinyModule):
+    """Builds its loader in each process: its rank's shard (a DistributedSampler with a seeded
+    shuffle per pass), wrapped for the rewinding callback."""
+
+    def train_dataloader(self):
+        data = rows()
+        sampler = torch.utils.data.DistributedSampler(
+            data, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, seed=5
+        )
+        loader = torch.utils.data.DataLoader(data, batch_size=4, sampler=sampler)
+        return AdaLRSLightningCallback.wrap(loader)
+
+
+class _DumpRewind(Callback):
+    """Writes, per rank, the batches it trained on (BatchSpy) and its final weights."""
+
+    def __init__(self, out, spy):
+        self.out, self.spy = str(out), spy
+
+    def on_train_end(self, trainer, pl_module):
+        torch.save(
+            {"seen": self.spy.seen, "weights": pl_module.state_dict()},
+            f"{self.out}.{trainer.global_rank}",
+        )
+
+
+def fit_ddp_rewinding(tmp_path, *, steps, ckpt_path=None, every=None, devices=2):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cb = AdaLRSLightningCallback(ScriptedController(REWIND_SCRIPT, mode="rewind"))
+    spy = BatchSpy(cb)
+    callbacks = [cb, spy, _DumpRewind(tmp_path / "rank", spy)]
+    if every:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=tmp_path, every_n_train_steps=every, save_top_k=-1, filename="{step}"
+            )  # fmt: skip
+        )
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn",
+        logger=False,
+        enable_checkpointing=bool(every),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        callbacks=callbacks,
+    )
+    trainer.fit(ShardedModule(steps), ckpt_path=ckpt_path)
+    return [torch.load(f"{tmp_path / 'rank'}.{r}", weights_only=False) for r in range(devices)]
+
+
+@pytest.mark.slow  # spawned processes: two runs of two
+def test_under_ddp_each_rank_resumes_its_own_kept_batches(tmp_path):
+    """Lightning saves rank 0's callback state only; each rank's loader state (its shard's
+    position and the batches kept since the snapshot) travels in it, so a run resumed in the
+    middle of a replay hands every rank its own batches and ends with the same weights."""
+    full = fit_ddp_rewinding(tmp_path / "full", steps=16, every=1)
+    assert full[0]["seen"] != full[1]["seen"]  # each rank streams its own shard
+    # the rewind at global step 12 (schedule step 11 back to 6) replays global steps 12-17:
+    # global step 14 is inside the replay
+    mid = 14
+    state = torch.load(tmp_path / "full" / f"step={mid}.ckpt", weights_only=False)["callbacks"]
+    sd = next(v for k, v in state.items() if "AdaLRSLightningCallback" in k)
+    assert len(sd["data_by_rank"]) == 2
+    assert all(0 < d["cursor"] < len(d["buffer"]) for d in sd["data_by_rank"])
+    resumed = fit_ddp_rewinding(
+        tmp_path / "res", steps=16, ckpt_path=str(tmp_path / "full" / f"step={mid}.ckpt")
+    )
+    for rank in range(2):
+        assert resumed[rank]["seen"] == full[rank]["seen"][mid:], rank
+        for k, v in full[rank]["weights"].items():
+            assert torch.equal(resumed[rank]["weights"][k], v), (rank, k)
+    # another number of ranks cannot take over the shards
+    with pytest.raises(Exception, match="loader states of 2 ranks"):
+        fit_ddp_rewinding(
+            tmp_path / "one", steps=16, devices=1,
+            ckpt_path=str(tmp_path / "full" / f"step={mid}.ckpt"),
+        )  # fmt: skip

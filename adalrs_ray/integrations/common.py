@@ -78,6 +78,18 @@ def reduce_mean_across_ranks(loss: torch.Tensor) -> torch.Tensor:
     return buf / world
 
 
+def gather_to_rank_zero(obj: Any) -> list[Any] | None:
+    """Every rank's ``obj`` in rank order on rank 0, ``None`` on the others; ``[obj]`` when
+    torch.distributed is not initialised or runs one rank. A collective (``gather_object``):
+    every rank must call it at the same point."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 class LossAccumulator:
     """Sums the micro-batch losses of one optimizer step.
 

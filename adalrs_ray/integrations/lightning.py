@@ -26,7 +26,10 @@ AdaLRS (Dong et al., NeurIPS 2025, arXiv 2506.13274) multiplies the base LR sche
 * **checkpoints**: the binding's state (controller, step, base schedule, the held snapshot, the
   loader's position and kept batches) is the callback's ``state_dict``, saved in every Lightning checkpoint and loaded by
   ``trainer.fit(..., ckpt_path=...)`` before ``on_train_start``, which applies it after Lightning
-  has restored model, optimizer and schedule: a resumed run makes the same decisions.
+  has restored model, optimizer and schedule: a resumed run makes the same decisions. Under DDP
+  Lightning saves rank 0's callback state only, so when rewinding, every rank's loader state
+  (its own shard's position and kept batches) is gathered into it (``data_by_rank``) and each
+  rank resumes its own; a resume with another number of ranks is a ``ValueError``.
 
 Example:
     >>> import lightning as L
@@ -53,6 +56,7 @@ from adalrs_ray.integrations.common import (
     BindingSteppedSchedule,
     LossAccumulator,
     controller_rewinds,
+    gather_to_rank_zero,
     make_controller,
     reduce_mean_across_ranks,
     unwrap_optimizer,
@@ -185,7 +189,15 @@ class AdaLRSLightningCallback(Callback):
             )
         if self._pending is not None:
             saved = self._pending.get("global_step", self._pending["adalrs"]["last_step"] + 1)
-            sd, self._pending = self._pending["adalrs"], None
+            sd, by_rank = self._pending["adalrs"], self._pending.get("data_by_rank")
+            self._pending = None
+            if self.rewinds and by_rank is not None:  # each rank's own shard of the data
+                if len(by_rank) != trainer.world_size:
+                    raise ValueError(
+                        f"the checkpoint holds the loader states of {len(by_rank)} ranks, but "
+                        f"the Trainer runs {trainer.world_size}: resume with as many ranks"
+                    )
+                sd = {**sd, "data": by_rank[trainer.global_rank]}
             if saved != trainer.global_step:
                 raise ValueError(
                     f"the checkpoint's AdaLRS state was saved at global_step {saved} but the "
@@ -225,11 +237,18 @@ class AdaLRSLightningCallback(Callback):
     def state_dict(self) -> dict[str, Any]:
         if self.scheduler is None:
             return {}
-        return {
+        sd = self.scheduler.state_dict()
+        state = {
             "version": STATE_VERSION,
-            "adalrs": self.scheduler.state_dict(),
+            "adalrs": sd,
             "global_step": self._trainer.global_step,  # the optimizer steps run
         }
+        if self.rewinds and self._trainer.world_size > 1:
+            # Lightning writes rank 0's callback state only, and every rank streams its own
+            # shard: gather each rank's loader state into it (every rank saves a checkpoint:
+            # Trainer.save_checkpoint runs on all of them)
+            state["data_by_rank"] = gather_to_rank_zero(sd["data"])
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
