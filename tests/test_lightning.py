@@ -67,9 +67,10 @@ def loader():
     return torch.utils.data.DataLoader(rows(), batch_size=4)
 
 
-def make_trainer(tmp_path, callbacks, *, every=None, **limits) -> L.Trainer:
-    """A quiet CPU Trainer; ``every``: a checkpoint every that many optimizer steps;
-    ``limits``: max_steps, max_epochs, accumulate_grad_batches."""
+def make_trainer(tmp_path, callbacks, *, every=None, devices=1, **limits) -> L.Trainer:
+    """A quiet CPU Trainer of ``devices`` processes (several: spawned DDP); ``every``: a
+    checkpoint every that many optimizer steps; ``limits``: max_steps, max_epochs,
+    accumulate_grad_batches."""
     if every:
         callbacks = [
             *callbacks,
@@ -79,7 +80,8 @@ def make_trainer(tmp_path, callbacks, *, every=None, **limits) -> L.Trainer:
         ]
     return L.Trainer(
         accelerator="cpu",
-        devices=1,
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
         logger=False,
         enable_checkpointing=bool(every),
         enable_progress_bar=False,
@@ -367,17 +369,7 @@ def test_under_ddp_every_rank_observes_the_mean_loss_of_all_ranks(tmp_path):
     ctl = ScriptedController()
     cb = AdaLRSLightningCallback(ctl)
     out = tmp_path / "rank"
-    trainer = L.Trainer(
-        max_steps=4,
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[cb, _DumpOnEnd(out, cb)],
-    )
+    trainer = make_trainer(tmp_path, [cb, _DumpOnEnd(out, cb)], devices=2, max_steps=4)
     trainer.fit(TinyModule(4), loader())
     ranks = [torch.load(f"{out}.{r}", weights_only=False) for r in range(2)]
     local = [r["micro"] for r in ranks]
@@ -418,25 +410,7 @@ def fit_ddp_rewinding(tmp_path, *, steps, ckpt_path=None, every=None, devices=2)
     cb = AdaLRSLightningCallback(ScriptedController(REWIND_SCRIPT, mode="rewind"))
     spy = BatchSpy(cb)
     callbacks = [cb, spy, _DumpRewind(tmp_path / "rank", spy)]
-    if every:
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=tmp_path, every_n_train_steps=every, save_top_k=-1, filename="{step}"
-            )  # fmt: skip
-        )
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp_spawn",
-        logger=False,
-        enable_checkpointing=bool(every),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-        callbacks=callbacks,
-    )
+    trainer = make_trainer(tmp_path, callbacks, every=every, devices=devices, max_steps=steps)
     trainer.fit(ShardedModule(steps), ckpt_path=ckpt_path)
     return [torch.load(f"{tmp_path / 'rank'}.{r}", weights_only=False) for r in range(devices)]
 
