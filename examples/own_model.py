@@ -75,8 +75,10 @@ def train(config: dict[str, Any]) -> None:
     torch.set_num_threads(1)
     data, model = make_data(config["data_seed"]), make_model(config["seed"])
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=0.01)
-    evaluate = partial(val_loss, model, data)  # your validation, called at each report
-    trial = AdaLRSTrial(config, model, opt, schedule="cosine", evaluate=evaluate)  # glue
+    val = partial(val_loss, model, data)  # your validation, called at each report
+    # the batches are a function of the step, so a backtrack that moves the step back replays
+    # them (rewinds=True): the opening and failed trials then cost compute, not steps
+    trial = AdaLRSTrial(config, model, opt, schedule="cosine", evaluate=val, rewinds=True)  # glue
     for step in trial.steps():  # glue (instead of range(total_steps))
         x, y = batch(data, step, config["batch_size"])
         loss = nn.functional.mse_loss(model(x), y)
