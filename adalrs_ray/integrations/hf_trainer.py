@@ -185,12 +185,20 @@ class AdaLRSTrainerCallback(TrainerCallback):
         lr_scheduler.bind(self.scheduler)
         return control
 
+    def _own_data_file(self, folder: str, args: Any) -> str | None:
+        """This process's file of loader state in the checkpoint ``folder`` when several
+        processes each stream their own shard of the data and this is not process zero (whose
+        loader state is in :data:`STATE_FILE`); else ``None``."""
+        if self.rewinds and args.world_size > 1 and args.process_index != 0:
+            return os.path.join(folder, DATA_FILE.format(rank=args.process_index))
+        return None
+
     def _read_state(self, path: str, args: Any) -> dict[str, Any]:
         """The binding's state from ``path``, with this process's own loader state when
         several processes each stream their shard of the data."""
         sd = torch.load(path, map_location="cpu", weights_only=True)
-        if self.rewinds and args.world_size > 1 and args.process_index != 0:
-            own = os.path.join(os.path.dirname(path), DATA_FILE.format(rank=args.process_index))
+        own = self._own_data_file(os.path.dirname(path), args)
+        if own is not None:
             if not os.path.isfile(own):
                 raise ValueError(
                     f"{os.path.dirname(path)!r} holds no {os.path.basename(own)}: the "
@@ -210,10 +218,9 @@ class AdaLRSTrainerCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-        if self.rewinds and args.world_size > 1 and args.process_index != 0:
-            # each process streams its own shard: its loader's position and kept batches
+        own = self._own_data_file(folder, args)
+        if own is not None:  # its loader's position and kept batches
             os.makedirs(folder, exist_ok=True)
-            own = os.path.join(folder, DATA_FILE.format(rank=args.process_index))
             torch.save(self.scheduler.data.state_dict(), own)
         if not state.is_world_process_zero:
             return control
