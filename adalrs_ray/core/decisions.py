@@ -548,9 +548,8 @@ def opening_extension(order: Sequence[float], scores: Sequence[float], best: int
     if len(order) < 2:
         return []
     lo, hi = min(order), max(order)
-    if not any(math.isfinite(x) for x in scores) or len(set(scores)) == 1:
-        edge, up = lo, False
-    elif order[best] == lo:
+    says_nothing = not any(math.isfinite(x) for x in scores) or len(set(scores)) == 1
+    if says_nothing or order[best] == lo:
         edge, up = lo, False
     elif order[best] == hi:
         edge, up = hi, True
